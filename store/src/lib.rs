@@ -1,1 +1,75 @@
-//! placeholder
+//! # tessera-store: the content-addressed volume store
+//!
+//! Owns RocksDB and every byte on disk; knows volumes, inodes, directory
+//! entries, xattrs, chunk maps, chunks, reference counts, quotas, GC and fsck.
+//! It knows nothing of FUSE, gRPC or Kubernetes, and no RocksDB type appears in
+//! its API ([`engine::Engine`] is the boundary).
+//!
+//! ## Data model
+//! A **pool** is one RocksDB database in `<dir>/db`, locked by one process
+//! (`<dir>/tessera.lock` holds its pid). Column families ([`keys::Cf`]), keys
+//! big-endian and fixed-width so scans come out in numeric order:
+//!
+//! | family | key | value |
+//! |---|---|---|
+//! | `meta` | `format`, `next_volume`, `name/<name>` | format version, id counter, volume id |
+//! | `volumes` | vol | volume record (capacity, used, next inode, chunk size, codec) |
+//! | `inodes` | vol, ino | inode record (kind, mode, owner, times, size, nlink) |
+//! | `dentries` | vol, parent, name | (ino, kind, cookie) |
+//! | `dir_cookies` | vol, parent, cookie | (name, ino, kind): readdir order |
+//! | `xattrs` | vol, ino, name | value |
+//! | `chunk_map` | vol, ino, chunk index | (BLAKE3 hash, length) |
+//! | `chunks` | hash | codec tag + compressed bytes (integrated BlobDB) |
+//! | `chunk_info` | hash | raw and stored length |
+//! | `refs` | hash | i64 reference count, updated by an add merge operator |
+//! | `orphans` | vol, ino | unlinked inodes still open |
+//!
+//! Readdir cookies are handed out per directory in increasing order and never
+//! reused, so a listing resumed at a cookie neither repeats nor skips entries
+//! that stayed put while others came and went.
+//!
+//! ## A chunk's life
+//! Files are cut into fixed-size chunks aligned to file offsets (1 MiB by
+//! default, 64 KiB–4 MiB per volume). Writes land in a per-file **dirty chunk
+//! buffer** in memory (a 4 KiB write is a memcpy, not a 1 MiB rewrite); the
+//! buffer is persisted on flush, fsync, release, truncate and when the pool
+//! holds more than 256 MiB of dirty bytes. The cost: a partial write into a
+//! chunk not yet buffered reads the chunk once, and a chunk rewritten between
+//! flushes is hashed once per flush. Persisting a chunk hashes it with
+//! BLAKE3; an all-zero chunk becomes a hole (no key); otherwise the chunk is
+//! compressed (lz4, zstd or none, kept raw if that is smaller) and written
+//! unless the pool already has it, the file's chunk map points at it, and its
+//! reference count goes up by one in the same batch while the replaced chunk's
+//! goes down. Chunks at zero references are deleted only by [`Pool::gc`],
+//! which holds the pool gate exclusively; every commit that adds a reference
+//! holds it shared, so GC never races a new reference.
+//!
+//! ## What survives a crash
+//! Every mutation is one atomic `WriteBatch` across families, so metadata is
+//! always consistent and a chunk referenced by metadata is always present (it
+//! is written in the same batch as the first reference). A crash may leak an
+//! unreferenced chunk (fsck finds it, GC frees it) and loses writes not yet
+//! persisted; [`Volume::fsync`] and [`Volume::sync`] persist and sync the WAL,
+//! so what they acknowledged survives.
+//!
+//! ## Quota
+//! A volume's `used` is the logical bytes of its stored chunks (holes are free).
+//! A write past the capacity writes what fits and then fails with
+//! [`StoreError::NoSpace`].
+
+mod chunks;
+mod codec;
+pub mod engine;
+mod error;
+pub mod keys;
+mod pool;
+mod records;
+mod snapshot;
+mod types;
+mod volume;
+
+pub use error::{Result, StoreError};
+pub use pool::{validate_volume_name, FsckReport, GcReport, Pool, DIRTY_BUDGET, FORMAT_VERSION};
+pub use snapshot::{split_snapshot_name, VolumeUsage};
+pub use types::*;
+pub use volume::{Volume, MAX_FILE_SIZE};

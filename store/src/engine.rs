@@ -1,0 +1,175 @@
+//! The key-value engine boundary. Everything above this module speaks in
+//! [`Cf`], byte keys and [`Batch`]es; only [`RocksEngine`] knows RocksDB, so a
+//! second backend can be added by implementing [`Engine`].
+
+use crate::error::{Result, StoreError};
+use crate::keys::Cf;
+use std::path::Path;
+
+/// One atomic group of mutations across column families.
+#[derive(Default)]
+pub struct Batch {
+    ops: Vec<Op>,
+}
+
+enum Op {
+    Put(Cf, Vec<u8>, Vec<u8>),
+    Delete(Cf, Vec<u8>),
+    DeleteRange(Cf, Vec<u8>, Vec<u8>),
+    /// Add a signed amount to a reference count.
+    AddRef(Cf, Vec<u8>, i64),
+}
+
+impl Batch {
+    pub fn put(&mut self, cf: Cf, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put(cf, key.into(), value.into()));
+    }
+    pub fn delete(&mut self, cf: Cf, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete(cf, key.into()));
+    }
+    pub fn delete_range(&mut self, cf: Cf, from: Vec<u8>, to: Vec<u8>) {
+        self.ops.push(Op::DeleteRange(cf, from, to));
+    }
+    pub fn add_ref(&mut self, key: &[u8], delta: i64) {
+        self.ops.push(Op::AddRef(Cf::Refs, key.to_vec(), delta));
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// What the store needs from a key-value engine.
+pub trait Engine: Send + Sync {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Applies the batch atomically; with `sync` it is durable on return.
+    fn write(&self, batch: Batch, sync: bool) -> Result<()>;
+    /// Calls `visit` for each key in `[start, end)` in order until it returns false.
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    /// Makes every write so far durable.
+    fn sync(&self) -> Result<()>;
+    /// Persists memtables so a reopen needs no log replay.
+    fn flush_memtables(&self) -> Result<()>;
+}
+
+/// Reads a reference count as stored by [`Batch::add_ref`].
+pub fn decode_ref(value: &[u8]) -> i64 {
+    let mut b = [0u8; 8];
+    if value.len() == 8 {
+        b.copy_from_slice(value);
+    }
+    i64::from_le_bytes(b)
+}
+
+pub struct RocksEngine {
+    db: rocksdb::DB,
+}
+
+fn engine_err(e: rocksdb::Error) -> StoreError {
+    StoreError::Engine(e.into_string())
+}
+
+fn add_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let mut total = existing.map(decode_ref).unwrap_or(0);
+    for op in operands {
+        total += decode_ref(op);
+    }
+    Some(total.to_le_bytes().to_vec())
+}
+
+impl RocksEngine {
+    pub fn open(path: &Path) -> Result<RocksEngine> {
+        let mut db_opts = rocksdb::Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_max_total_wal_size(256 << 20);
+        let cache = rocksdb::Cache::new_lru_cache(128 << 20);
+        let cfs: Vec<rocksdb::ColumnFamilyDescriptor> = Cf::ALL
+            .iter()
+            .map(|&cf| {
+                let mut o = rocksdb::Options::default();
+                let mut table = rocksdb::BlockBasedOptions::default();
+                table.set_block_cache(&cache);
+                table.set_bloom_filter(10.0, false);
+                table.set_whole_key_filtering(true);
+                if let Some(n) = cf.prefix_len() {
+                    o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(n));
+                    o.set_memtable_prefix_bloom_ratio(0.1);
+                }
+                o.set_block_based_table_factory(&table);
+                match cf {
+                    Cf::Chunks => {
+                        // Chunk bytes are already compressed by the store.
+                        o.set_compression_type(rocksdb::DBCompressionType::None);
+                        o.set_enable_blob_files(true);
+                        o.set_min_blob_size(2048);
+                        o.set_blob_compression_type(rocksdb::DBCompressionType::None);
+                        o.set_enable_blob_gc(true);
+                        o.set_blob_gc_age_cutoff(0.25);
+                        o.set_write_buffer_size(64 << 20);
+                    }
+                    Cf::Refs => {
+                        o.set_merge_operator_associative("tessera_add_i64", add_merge);
+                    }
+                    _ => {
+                        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+                    }
+                }
+                rocksdb::ColumnFamilyDescriptor::new(cf.name(), o)
+            })
+            .collect();
+        let db = rocksdb::DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?;
+        Ok(RocksEngine { db })
+    }
+
+    fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
+        self.db.cf_handle(cf.name()).expect("every column family is opened")
+    }
+}
+
+impl Engine for RocksEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.db.get_cf(self.cf(cf), key).map_err(engine_err)
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> Result<()> {
+        let mut wb = rocksdb::WriteBatch::default();
+        for op in batch.ops {
+            match op {
+                Op::Put(cf, k, v) => wb.put_cf(self.cf(cf), k, v),
+                Op::Delete(cf, k) => wb.delete_cf(self.cf(cf), k),
+                Op::DeleteRange(cf, a, b) => wb.delete_range_cf(self.cf(cf), a, b),
+                Op::AddRef(cf, k, d) => wb.merge_cf(self.cf(cf), k, d.to_le_bytes()),
+            }
+        }
+        let mut wo = rocksdb::WriteOptions::default();
+        wo.set_sync(sync);
+        self.db.write_opt(wb, &wo).map_err(engine_err)
+    }
+
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_iterate_upper_bound(end.to_vec());
+        ro.set_total_order_seek(true);
+        let iter = self
+            .db
+            .iterator_cf_opt(self.cf(cf), ro, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward));
+        for item in iter {
+            let (k, v) = item.map_err(engine_err)?;
+            if !visit(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.db.flush_wal(true).map_err(engine_err)
+    }
+
+    fn flush_memtables(&self) -> Result<()> {
+        let cfs: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&c| self.cf(c)).collect();
+        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()).map_err(engine_err)
+    }
+}

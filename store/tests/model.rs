@@ -1,0 +1,227 @@
+//! Reference-model property test: random operation sequences against the
+//! store and a trivial in-memory model must agree after every step.
+
+mod common;
+use common::*;
+use proptest::prelude::*;
+use std::collections::{BTreeMap, HashMap};
+use tessera_store::*;
+
+const NAMES: usize = 6;
+const CHUNK: u32 = 64 << 10;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { n: usize, off: u32, len: u32, seed: u8 },
+    Truncate { n: usize, size: u32 },
+    Punch { n: usize, off: u32, len: u32 },
+    Rename { from: usize, to: usize },
+    Link { from: usize, to: usize },
+    Unlink { n: usize },
+    SetXattr { n: usize, key: u8, val: u8 },
+    RemoveXattr { n: usize, key: u8 },
+    Flush,
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = 0..NAMES;
+    prop_oneof![
+        6 => (n.clone(), 0u32..300_000, 1u32..140_000, any::<u8>()).prop_map(|(n, off, len, seed)| Op::Write { n, off, len, seed }),
+        2 => (n.clone(), 0u32..300_000).prop_map(|(n, size)| Op::Truncate { n, size }),
+        2 => (n.clone(), 0u32..300_000, 1u32..200_000).prop_map(|(n, off, len)| Op::Punch { n, off, len }),
+        2 => (n.clone(), n.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
+        1 => (n.clone(), n.clone()).prop_map(|(from, to)| Op::Link { from, to }),
+        1 => n.clone().prop_map(|n| Op::Unlink { n }),
+        1 => (n.clone(), 0u8..3, any::<u8>()).prop_map(|(n, key, val)| Op::SetXattr { n, key, val }),
+        1 => (n.clone(), 0u8..3).prop_map(|(n, key)| Op::RemoveXattr { n, key }),
+        1 => Just(Op::Flush),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+#[derive(Default, Clone)]
+struct File {
+    data: Vec<u8>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    pool: Option<Pool>,
+    vol: Option<Volume>,
+    /// name index → model file id; model file id → store inode.
+    names: HashMap<usize, usize>,
+    files: HashMap<usize, File>,
+    inos: HashMap<usize, Ino>,
+    next_file: usize,
+}
+
+fn fname(n: usize) -> String {
+    format!("n{n}")
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Pool::open(dir.path()).unwrap();
+        pool.create_volume("m", opts(1 << 40, CHUNK)).unwrap();
+        let vol = pool.open_volume("m").unwrap();
+        World {
+            _dir: dir,
+            pool: Some(pool),
+            vol: Some(vol),
+            names: HashMap::new(),
+            files: HashMap::new(),
+            inos: HashMap::new(),
+            next_file: 0,
+        }
+    }
+
+    fn v(&self) -> &Volume {
+        self.vol.as_ref().unwrap()
+    }
+
+    /// The file behind name `n`, created empty if missing.
+    fn ensure(&mut self, n: usize) -> (usize, Ino) {
+        if let Some(&f) = self.names.get(&n) {
+            return (f, self.inos[&f]);
+        }
+        let attr = create(self.v(), ROOT_INO, &fname(n));
+        let f = self.next_file;
+        self.next_file += 1;
+        self.names.insert(n, f);
+        self.files.insert(f, File::default());
+        self.inos.insert(f, attr.ino);
+        (f, attr.ino)
+    }
+
+    fn drop_name(&mut self, n: usize) {
+        if let Some(f) = self.names.remove(&n) {
+            if !self.names.values().any(|&g| g == f) {
+                self.files.remove(&f);
+                self.inos.remove(&f);
+            }
+        }
+    }
+
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::Write { n, off, len, seed } => {
+                let (f, ino) = self.ensure(n);
+                let bytes = noise(seed as u64 + off as u64, len as usize);
+                write_all(self.v(), ino, off as u64, &bytes);
+                let d = &mut self.files.get_mut(&f).unwrap().data;
+                let end = (off + len) as usize;
+                if d.len() < end {
+                    d.resize(end, 0);
+                }
+                d[off as usize..end].copy_from_slice(&bytes);
+            }
+            Op::Truncate { n, size } => {
+                let (f, ino) = self.ensure(n);
+                self.v().setattr(ino, &SetAttr { size: Some(size as u64), ..Default::default() }).unwrap();
+                self.files.get_mut(&f).unwrap().data.resize(size as usize, 0);
+            }
+            Op::Punch { n, off, len } => {
+                let (f, ino) = self.ensure(n);
+                self.v().punch_hole(ino, off as u64, len as u64).unwrap();
+                let d = &mut self.files.get_mut(&f).unwrap().data;
+                let end = ((off + len) as usize).min(d.len());
+                if (off as usize) < end {
+                    d[off as usize..end].fill(0);
+                }
+            }
+            Op::Rename { from, to } => {
+                let r = self.v().rename(ROOT_INO, name(&fname(from)), ROOT_INO, name(&fname(to)), RenameFlags::default());
+                match self.names.get(&from).copied() {
+                    None => assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}"),
+                    Some(f) => {
+                        r.unwrap();
+                        if self.names.get(&to) != Some(&f) {
+                            self.drop_name(to);
+                            self.names.remove(&from);
+                            self.names.insert(to, f);
+                        }
+                    }
+                }
+            }
+            Op::Link { from, to } => {
+                let Some(&f) = self.names.get(&from) else { return };
+                let r = self.v().link(self.inos[&f], ROOT_INO, name(&fname(to)));
+                if self.names.contains_key(&to) {
+                    assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}");
+                } else {
+                    r.unwrap();
+                    self.names.insert(to, f);
+                }
+            }
+            Op::Unlink { n } => {
+                let r = self.v().unlink(ROOT_INO, name(&fname(n)));
+                if self.names.contains_key(&n) {
+                    r.unwrap();
+                    self.drop_name(n);
+                } else {
+                    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+                }
+            }
+            Op::SetXattr { n, key, val } => {
+                let (f, ino) = self.ensure(n);
+                let k = format!("user.k{key}");
+                self.v().setxattr(ino, name(&k), &[val; 3], XattrFlags::Any).unwrap();
+                self.files.get_mut(&f).unwrap().xattrs.insert(k.into_bytes(), vec![val; 3]);
+            }
+            Op::RemoveXattr { n, key } => {
+                let (f, ino) = self.ensure(n);
+                let k = format!("user.k{key}");
+                let r = self.v().removexattr(ino, name(&k));
+                match self.files.get_mut(&f).unwrap().xattrs.remove(k.as_bytes()) {
+                    Some(_) => r.unwrap(),
+                    None => assert!(matches!(r, Err(StoreError::NoXattr)), "{r:?}"),
+                }
+            }
+            Op::Flush => self.v().sync().unwrap(),
+            Op::Reopen => {
+                self.vol = None;
+                let dir = self.pool.as_ref().unwrap().dir().to_path_buf();
+                self.pool = None;
+                let pool = Pool::open(&dir).unwrap();
+                self.vol = Some(pool.open_volume("m").unwrap());
+                self.pool = Some(pool);
+            }
+        }
+    }
+
+    fn check(&self) {
+        let v = self.v();
+        let listed = v.readdir(ROOT_INO, 0, 1000).unwrap();
+        assert_eq!(listed.len(), self.names.len(), "directory size");
+        for (&n, f) in &self.names {
+            let attr = v.lookup(ROOT_INO, name(&fname(n))).unwrap();
+            assert_eq!(attr.ino, self.inos[f], "name n{n}");
+            let file = &self.files[f];
+            assert_eq!(attr.size, file.data.len() as u64, "size of n{n}");
+            let links = self.names.values().filter(|&&g| g == *f).count() as u32;
+            assert_eq!(attr.nlink, links, "nlink of n{n}");
+            assert!(read_all(v, attr.ino) == file.data, "content of n{n}");
+            let xs: Vec<Vec<u8>> = file.xattrs.keys().cloned().collect();
+            assert_eq!(v.listxattr(attr.ino).unwrap(), xs);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    #[test]
+    fn store_matches_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let mut w = World::new();
+        for op in &ops {
+            w.apply(op);
+            w.check();
+        }
+        w.v().sync().unwrap();
+        let pool = w.pool.as_ref().unwrap();
+        let report = pool.fsck(false).unwrap();
+        prop_assert!(report.is_clean(), "fsck: {:?}", report.problems);
+    }
+}
