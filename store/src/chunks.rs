@@ -17,12 +17,21 @@ pub fn hash(data: &[u8]) -> Hash {
 /// Adds `data` (keyed by `hash`) to the batch unless the pool already holds it.
 /// The caller holds the pool gate shared, so an existing chunk cannot be
 /// collected before the batch that references it commits.
-pub fn store(engine: &dyn Engine, batch: &mut Batch, hash: &Hash, data: &[u8], compression: Compression) -> Result<()> {
+pub fn store(
+    engine: &dyn Engine,
+    batch: &mut Batch,
+    hash: &Hash,
+    data: &[u8],
+    compression: Compression,
+) -> Result<()> {
     if engine.get(Cf::ChunkInfo, hash)?.is_some() {
         return Ok(());
     }
     let encoded = codec::encode(data, compression);
-    let info = ChunkInfo { raw_len: data.len() as u32, stored_len: encoded.len() as u32 };
+    let info = ChunkInfo {
+        raw_len: data.len() as u32,
+        stored_len: encoded.len() as u32,
+    };
     batch.put(Cf::Chunks, hash.to_vec(), encoded);
     batch.put(Cf::ChunkInfo, hash.to_vec(), info.encode());
     Ok(())
@@ -43,7 +52,10 @@ struct CacheState {
 
 impl ChunkCache {
     pub fn new(budget: usize) -> ChunkCache {
-        ChunkCache { budget, inner: Mutex::new(CacheState::default()) }
+        ChunkCache {
+            budget,
+            inner: Mutex::new(CacheState::default()),
+        }
     }
 
     pub fn load(&self, engine: &dyn Engine, hash: &Hash, raw_len: u32) -> Result<Arc<Vec<u8>>> {
@@ -56,9 +68,12 @@ impl ChunkCache {
                 return Ok(entry.0.clone());
             }
         }
-        let stored = engine
-            .get(Cf::Chunks, hash)?
-            .ok_or_else(|| StoreError::Corrupt(format!("chunk {} is referenced but missing", crate::pool::hex(hash))))?;
+        let stored = engine.get(Cf::Chunks, hash)?.ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "chunk {} is referenced but missing",
+                crate::pool::hex(hash)
+            ))
+        })?;
         let data = Arc::new(codec::decode(&stored, raw_len as usize)?);
         let mut st = self.inner.lock();
         st.tick += 1;
@@ -68,7 +83,12 @@ impl ChunkCache {
         }
         st.bytes += data.len();
         while st.bytes > self.budget && st.map.len() > 1 {
-            let oldest = *st.map.iter().min_by_key(|(_, (_, t))| *t).map(|(k, _)| k).unwrap();
+            let oldest = *st
+                .map
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(k, _)| k)
+                .unwrap();
             if let Some((d, _)) = st.map.remove(&oldest) {
                 st.bytes -= d.len();
             }

@@ -59,7 +59,9 @@ mod tests {
     #[test]
     fn round_trips_every_codec() {
         let compressible = vec![7u8; 100_000];
-        let random: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let random: Vec<u8> = (0..100_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
             for data in [&compressible, &random] {
                 let e = encode(data, c);
@@ -67,7 +69,10 @@ mod tests {
             }
         }
         assert!(encode(&compressible, Compression::Lz4).len() < 1000);
-        assert_eq!(encode(&compressible, Compression::None).len(), compressible.len() + 1);
+        assert_eq!(
+            encode(&compressible, Compression::None).len(),
+            compressible.len() + 1
+        );
     }
 
     #[test]

@@ -38,13 +38,16 @@ impl Batch {
     }
 }
 
+/// Called for each key and value of a scan; returns false to stop.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<bool> + 'a;
+
 /// What the store needs from a key-value engine.
 pub trait Engine: Send + Sync {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Applies the batch atomically; with `sync` it is durable on return.
     fn write(&self, batch: Batch, sync: bool) -> Result<()>;
     /// Calls `visit` for each key in `[start, end)` in order until it returns false.
-    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()>;
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut Visitor) -> Result<()>;
     /// Makes every write so far durable.
     fn sync(&self) -> Result<()>;
     /// Persists memtables so a reopen needs no log replay.
@@ -68,7 +71,11 @@ fn engine_err(e: rocksdb::Error) -> StoreError {
     StoreError::Engine(e.into_string())
 }
 
-fn add_merge(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+fn add_merge(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
     let mut total = existing.map(decode_ref).unwrap_or(0);
     for op in operands {
         total += decode_ref(op);
@@ -124,7 +131,9 @@ impl RocksEngine {
     }
 
     fn cf(&self, cf: Cf) -> &rocksdb::ColumnFamily {
-        self.db.cf_handle(cf.name()).expect("every column family is opened")
+        self.db
+            .cf_handle(cf.name())
+            .expect("every column family is opened")
     }
 }
 
@@ -148,13 +157,15 @@ impl Engine for RocksEngine {
         self.db.write_opt(wb, &wo).map_err(engine_err)
     }
 
-    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool>) -> Result<()> {
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut Visitor) -> Result<()> {
         let mut ro = rocksdb::ReadOptions::default();
         ro.set_iterate_upper_bound(end.to_vec());
         ro.set_total_order_seek(true);
-        let iter = self
-            .db
-            .iterator_cf_opt(self.cf(cf), ro, rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward));
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf),
+            ro,
+            rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward),
+        );
         for item in iter {
             let (k, v) = item.map_err(engine_err)?;
             if !visit(&k, &v)? {
@@ -170,6 +181,8 @@ impl Engine for RocksEngine {
 
     fn flush_memtables(&self) -> Result<()> {
         let cfs: Vec<&rocksdb::ColumnFamily> = Cf::ALL.iter().map(|&c| self.cf(c)).collect();
-        self.db.flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default()).map_err(engine_err)
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(engine_err)
     }
 }

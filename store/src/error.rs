@@ -19,7 +19,11 @@ pub enum StoreError {
     #[error("name too long (at most 255 bytes)")]
     NameTooLong,
     #[error("no space left on volume {volume}: capacity {capacity} bytes, used {used} bytes")]
-    NoSpace { volume: String, capacity: u64, used: u64 },
+    NoSpace {
+        volume: String,
+        capacity: u64,
+        used: u64,
+    },
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("{0} is in use")]
@@ -41,13 +45,20 @@ pub enum StoreError {
     #[error("pool {dir} is in use by process {pid}")]
     PoolInUse { dir: PathBuf, pid: String },
     #[error("pool {dir} has format version {found}; this build understands up to {supported}")]
-    FormatTooNew { dir: PathBuf, found: u32, supported: u32 },
+    FormatTooNew {
+        dir: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("corrupt store: {0}")]
     Corrupt(String),
     #[error("storage engine: {0}")]
     Engine(String),
     #[error("I/O error on {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

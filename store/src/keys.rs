@@ -139,7 +139,10 @@ mod tests {
 
     #[test]
     fn keys_sort_numerically() {
-        let mut keys: Vec<Vec<u8>> = [3u64, 256, 1, 65536, 2].iter().map(|&i| triple(7, 9, i)).collect();
+        let mut keys: Vec<Vec<u8>> = [3u64, 256, 1, 65536, 2]
+            .iter()
+            .map(|&i| triple(7, 9, i))
+            .collect();
         keys.sort();
         let back: Vec<u64> = keys.iter().map(|k| read_u64(k, 16)).collect();
         assert_eq!(back, vec![1, 2, 3, 256, 65536]);

@@ -77,10 +77,15 @@ impl FsckReport {
 }
 
 pub fn validate_volume_name(name: &str) -> Result<()> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-');
-    if name.is_empty() || name.len() > 128 || !ok_chars || name.starts_with('.') || name.starts_with('-') {
+    let ok_chars = name.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'_' || b == b'-'
+    });
+    if name.is_empty()
+        || name.len() > 128
+        || !ok_chars
+        || name.starts_with('.')
+        || name.starts_with('-')
+    {
         return Err(StoreError::Invalid(format!(
             "volume name {name:?} must be 1-128 characters of [a-z0-9._-], not starting with '.' or '-'"
         )));
@@ -90,15 +95,28 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
 
 fn lock_pool(dir: &Path) -> Result<File> {
     let path = dir.join("tessera.lock");
-    let io = |source| StoreError::Io { path: path.clone(), source };
-    let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(io)?;
+    let io = |source| StoreError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io)?;
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let mut pid = String::new();
         let _ = file.read_to_string(&mut pid);
         let pid = pid.trim();
         return Err(StoreError::PoolInUse {
             dir: dir.to_path_buf(),
-            pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+            pid: if pid.is_empty() {
+                "unknown".into()
+            } else {
+                pid.to_string()
+            },
         });
     }
     file.set_len(0).map_err(io)?;
@@ -110,13 +128,18 @@ fn lock_pool(dir: &Path) -> Result<File> {
 impl Pool {
     /// Opens (creating if needed) the pool in `dir`. One process at a time.
     pub fn open(dir: &Path) -> Result<Pool> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let lock = lock_pool(dir)?;
         let engine = RocksEngine::open(&dir.join("db"))?;
         match engine.get(Cf::Meta, keys::FORMAT_KEY)? {
             Some(v) => {
                 let found = u32::from_be_bytes(
-                    v.as_slice().try_into().map_err(|_| StoreError::Corrupt("format record".into()))?,
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("format record".into()))?,
                 );
                 if found > FORMAT_VERSION {
                     return Err(StoreError::FormatTooNew {
@@ -128,7 +151,11 @@ impl Pool {
             }
             None => {
                 let mut b = Batch::default();
-                b.put(Cf::Meta, keys::FORMAT_KEY, FORMAT_VERSION.to_be_bytes().to_vec());
+                b.put(
+                    Cf::Meta,
+                    keys::FORMAT_KEY,
+                    FORMAT_VERSION.to_be_bytes().to_vec(),
+                );
                 engine.write(b, true)?;
             }
         }
@@ -168,10 +195,11 @@ impl Pool {
 
     pub(crate) fn all_records(&self) -> Result<Vec<VolumeRecord>> {
         let mut out = Vec::new();
-        self.engine().scan(Cf::Volumes, &[], &[0xff; 9], &mut |_, v| {
-            out.push(records::decode::<VolumeRecord>(v, "volume record")?);
-            Ok(true)
-        })?;
+        self.engine()
+            .scan(Cf::Volumes, &[], &[0xff; 9], &mut |_, v| {
+                out.push(records::decode::<VolumeRecord>(v, "volume record")?);
+                Ok(true)
+            })?;
         Ok(out)
     }
 
@@ -184,7 +212,9 @@ impl Pool {
 
     /// The current record of a volume: the in-memory one if it is open.
     pub(crate) fn record(&self, name: &str) -> Result<VolumeRecord> {
-        let id = self.id_of(name)?.ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
+        let id = self
+            .id_of(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
         if let Some(v) = self.open_instance(id) {
             return Ok(v.record());
         }
@@ -215,7 +245,9 @@ impl Pool {
 
     pub fn create_volume(&self, name: &str, opts: VolumeOptions) -> Result<VolumeInfo> {
         validate_volume_name(name)?;
-        if !opts.chunk_size.is_power_of_two() || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&opts.chunk_size) {
+        if !opts.chunk_size.is_power_of_two()
+            || !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&opts.chunk_size)
+        {
             return Err(StoreError::Invalid(format!(
                 "chunk size {} must be a power of two from 64 KiB to 4 MiB",
                 opts.chunk_size
@@ -288,7 +320,9 @@ impl Pool {
 
     pub fn resize_volume(&self, name: &str, capacity: u64) -> Result<VolumeInfo> {
         let _catalog = self.inner.catalog.lock();
-        let id = self.id_of(name)?.ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
+        let id = self
+            .id_of(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
         if let Some(v) = self.open_instance(id) {
             return v.set_capacity(capacity).map(|r| info_of(&r));
         }
@@ -312,7 +346,9 @@ impl Pool {
     /// Deletes a volume and releases every chunk reference it held.
     pub fn delete_volume(&self, name: &str) -> Result<()> {
         let _catalog = self.inner.catalog.lock();
-        let id = self.id_of(name)?.ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
+        let id = self
+            .id_of(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
         if self.open_instance(id).is_some() {
             return Err(StoreError::InUse(format!("volume {name}")));
         }
@@ -326,10 +362,11 @@ impl Pool {
         let mut batch = Batch::default();
         let start = keys::u64_key(rec.id);
         let end = keys::u64_key(rec.id + 1);
-        self.engine().scan(Cf::ChunkMap, &start, &end, &mut |_, v| {
-            batch.add_ref(&ChunkRef::decode(v)?.hash, -1);
-            Ok(true)
-        })?;
+        self.engine()
+            .scan(Cf::ChunkMap, &start, &end, &mut |_, v| {
+                batch.add_ref(&ChunkRef::decode(v)?.hash, -1);
+                Ok(true)
+            })?;
         for cf in Cf::PER_VOLUME {
             batch.delete_range(cf, start.clone(), end.clone());
         }
@@ -344,7 +381,9 @@ impl Pool {
     /// volume counts as in use; every caller gets the same instance.
     pub fn open_volume(&self, name: &str) -> Result<Volume> {
         let _catalog = self.inner.catalog.lock();
-        let id = self.id_of(name)?.ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
+        let id = self
+            .id_of(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("volume {name}")))?;
         if let Some(v) = self.open_instance(id) {
             return Ok(Volume { inner: v });
         }
@@ -356,7 +395,13 @@ impl Pool {
 
     /// Flushes every open volume and makes all acknowledged writes durable.
     pub fn sync(&self) -> Result<()> {
-        let open: Vec<Arc<VolumeInner>> = self.inner.open.lock().values().filter_map(|w| w.upgrade()).collect();
+        let open: Vec<Arc<VolumeInner>> = self
+            .inner
+            .open
+            .lock()
+            .values()
+            .filter_map(|w| w.upgrade())
+            .collect();
         for v in open {
             v.flush_all()?;
         }
@@ -365,19 +410,27 @@ impl Pool {
 
     pub fn usage(&self) -> Result<PoolUsage> {
         let mut u = PoolUsage::default();
-        self.engine().scan(Cf::ChunkInfo, &[], &[0xff; 33], &mut |_, v| {
-            let info = ChunkInfo::decode(v)?;
-            u.chunks += 1;
-            u.unique_bytes += info.raw_len as u64;
-            u.physical_bytes += info.stored_len as u64;
-            Ok(true)
-        })?;
+        self.engine()
+            .scan(Cf::ChunkInfo, &[], &[0xff; 33], &mut |_, v| {
+                let info = ChunkInfo::decode(v)?;
+                u.chunks += 1;
+                u.unique_bytes += info.raw_len as u64;
+                u.physical_bytes += info.stored_len as u64;
+                Ok(true)
+            })?;
         for v in self.list_volumes()? {
             u.logical_bytes += v.used;
         }
-        u.dedup_ratio = if u.unique_bytes == 0 { 1.0 } else { u.logical_bytes as f64 / u.unique_bytes as f64 };
-        u.compression_ratio =
-            if u.physical_bytes == 0 { 1.0 } else { u.unique_bytes as f64 / u.physical_bytes as f64 };
+        u.dedup_ratio = if u.unique_bytes == 0 {
+            1.0
+        } else {
+            u.logical_bytes as f64 / u.unique_bytes as f64
+        };
+        u.compression_ratio = if u.physical_bytes == 0 {
+            1.0
+        } else {
+            u.unique_bytes as f64 / u.physical_bytes as f64
+        };
         Ok(u)
     }
 
@@ -387,12 +440,13 @@ impl Pool {
         self.sync()?;
         let _gate = self.inner.gate.write();
         let mut dead = Vec::new();
-        self.engine().scan(Cf::Refs, &[], &[0xff; 33], &mut |k, v| {
-            if decode_ref(v) <= 0 {
-                dead.push(k.to_vec());
-            }
-            Ok(true)
-        })?;
+        self.engine()
+            .scan(Cf::Refs, &[], &[0xff; 33], &mut |k, v| {
+                if decode_ref(v) <= 0 {
+                    dead.push(k.to_vec());
+                }
+                Ok(true)
+            })?;
         let mut report = GcReport::default();
         for chunk in dead.chunks(256) {
             let mut batch = Batch::default();
@@ -434,13 +488,19 @@ impl Pool {
         for (hash, &n) in &counted {
             if engine.get(Cf::ChunkInfo, hash)?.is_none() {
                 report.dangling_refs += 1;
-                report.problems.push(format!("chunk {} is referenced {n} times but missing", hex(hash)));
+                report.problems.push(format!(
+                    "chunk {} is referenced {n} times but missing",
+                    hex(hash)
+                ));
                 continue;
             }
             let have = stored.get(hash).copied().unwrap_or(0);
             if have != n {
                 report.wrong_refcounts += 1;
-                report.problems.push(format!("chunk {} has refcount {have}, expected {n}", hex(hash)));
+                report.problems.push(format!(
+                    "chunk {} has refcount {have}, expected {n}",
+                    hex(hash)
+                ));
                 fix.put(Cf::Refs, hash.to_vec(), n.to_le_bytes().to_vec());
             }
         }
@@ -452,7 +512,10 @@ impl Pool {
                 let have = stored.get(&h).copied().unwrap_or(0);
                 if have != 0 || !stored.contains_key(&h) {
                     report.leaked_chunks += 1;
-                    report.problems.push(format!("chunk {} is unreferenced (refcount {have})", hex(&h)));
+                    report.problems.push(format!(
+                        "chunk {} is unreferenced (refcount {have})",
+                        hex(&h)
+                    ));
                     fix.put(Cf::Refs, h.to_vec(), 0i64.to_le_bytes().to_vec());
                 }
             }
@@ -472,7 +535,12 @@ impl Pool {
         Ok(report)
     }
 
-    fn fsck_volume(&self, rec: &VolumeRecord, report: &mut FsckReport, fix: &mut Batch) -> Result<()> {
+    fn fsck_volume(
+        &self,
+        rec: &VolumeRecord,
+        report: &mut FsckReport,
+        fix: &mut Batch,
+    ) -> Result<()> {
         let engine = self.engine();
         let id = rec.id;
         let (start, end) = (keys::u64_key(id), keys::u64_key(id + 1));
@@ -515,16 +583,29 @@ impl Pool {
             let seen = links.get(&ino).copied().unwrap_or(0);
             if ino != ROOT_INO && seen == 0 && !orphans.contains(&ino) {
                 report.orphan_inodes += 1;
-                report.problems.push(format!("volume {name}: inode {ino} is not linked from any directory"));
+                report.problems.push(format!(
+                    "volume {name}: inode {ino} is not linked from any directory"
+                ));
                 let mut refs = Vec::new();
-                engine.scan(Cf::ChunkMap, &keys::pair(id, ino), &keys::pair(id, ino + 1), &mut |_, v| {
-                    refs.push(ChunkRef::decode(v)?.hash);
-                    Ok(true)
-                })?;
+                engine.scan(
+                    Cf::ChunkMap,
+                    &keys::pair(id, ino),
+                    &keys::pair(id, ino + 1),
+                    &mut |_, v| {
+                        refs.push(ChunkRef::decode(v)?.hash);
+                        Ok(true)
+                    },
+                )?;
                 for h in refs {
                     fix.add_ref(&h, -1);
                 }
-                for cf in [Cf::Inodes, Cf::Xattrs, Cf::ChunkMap, Cf::Dentries, Cf::DirCookies] {
+                for cf in [
+                    Cf::Inodes,
+                    Cf::Xattrs,
+                    Cf::ChunkMap,
+                    Cf::Dentries,
+                    Cf::DirCookies,
+                ] {
                     fix.delete_range(cf, keys::pair(id, ino), keys::pair(id, ino + 1));
                 }
                 continue;
@@ -548,7 +629,10 @@ impl Pool {
         }
         if used != rec.used {
             report.wrong_usage += 1;
-            report.problems.push(format!("volume {name}: records {} bytes used, files hold {used}", rec.used));
+            report.problems.push(format!(
+                "volume {name}: records {} bytes used, files hold {used}",
+                rec.used
+            ));
             let mut fixed = rec.clone();
             fixed.used = used;
             fixed.inodes = inodes.len() as u64;

@@ -93,11 +93,17 @@ impl ChunkRef {
 
     pub fn decode(bytes: &[u8]) -> Result<ChunkRef> {
         if bytes.len() != 36 {
-            return Err(StoreError::Corrupt(format!("chunk ref of {} bytes", bytes.len())));
+            return Err(StoreError::Corrupt(format!(
+                "chunk ref of {} bytes",
+                bytes.len()
+            )));
         }
         let mut hash = [0u8; 32];
         hash.copy_from_slice(&bytes[..32]);
-        Ok(ChunkRef { hash, len: u32::from_be_bytes(bytes[32..36].try_into().unwrap()) })
+        Ok(ChunkRef {
+            hash,
+            len: u32::from_be_bytes(bytes[32..36].try_into().unwrap()),
+        })
     }
 }
 

@@ -37,12 +37,20 @@ impl Pool {
     /// Copies the source volume's metadata under a new id. The source's state
     /// lock (if it is open) is held across the copy, so the copy is one point in
     /// time: every write acknowledged before is in it, none after.
-    fn copy_volume(&self, source: &str, new_name: &str, read_only: bool, snapshot_of: Option<String>) -> Result<VolumeRecord> {
+    fn copy_volume(
+        &self,
+        source: &str,
+        new_name: &str,
+        read_only: bool,
+        snapshot_of: Option<String>,
+    ) -> Result<VolumeRecord> {
         let _catalog = self.inner.catalog.lock();
         if self.id_of(new_name)?.is_some() {
             return Err(StoreError::Exists(format!("volume {new_name}")));
         }
-        let src_id = self.id_of(source)?.ok_or_else(|| StoreError::NotFound(format!("volume {source}")))?;
+        let src_id = self
+            .id_of(source)?
+            .ok_or_else(|| StoreError::NotFound(format!("volume {source}")))?;
         let open = self.open_instance(src_id);
         let _quiesced = match &open {
             Some(v) => Some(v.quiesce()?),
@@ -79,7 +87,7 @@ impl Pool {
                 }
                 batch.put(cf, nk, v.to_vec());
                 ops += 1;
-                if ops % COPY_BATCH == 0 {
+                if ops.is_multiple_of(COPY_BATCH) {
                     pending.push(std::mem::take(&mut batch));
                 }
                 Ok(true)
@@ -101,9 +109,16 @@ impl Pool {
         validate_volume_name(snapshot)?;
         let src = self.record(volume)?;
         if src.read_only {
-            return Err(StoreError::Invalid(format!("{volume} is a snapshot; snapshot its volume instead")));
+            return Err(StoreError::Invalid(format!(
+                "{volume} is a snapshot; snapshot its volume instead"
+            )));
         }
-        let rec = self.copy_volume(volume, &format!("{volume}@{snapshot}"), true, Some(volume.to_string()))?;
+        let rec = self.copy_volume(
+            volume,
+            &format!("{volume}@{snapshot}"),
+            true,
+            Some(volume.to_string()),
+        )?;
         Ok(info_of(&rec))
     }
 
@@ -169,14 +184,22 @@ impl Pool {
         let mut out = Vec::new();
         for v in &vols {
             let mut counts: HashMap<keys::Hash, i64> = HashMap::new();
-            self.engine()
-                .scan(Cf::ChunkMap, &keys::u64_key(v.id), &keys::u64_key(v.id + 1), &mut |_, val| {
+            self.engine().scan(
+                Cf::ChunkMap,
+                &keys::u64_key(v.id),
+                &keys::u64_key(v.id + 1),
+                &mut |_, val| {
                     *counts.entry(ChunkRef::decode(val)?.hash).or_default() += 1;
                     Ok(true)
-                })?;
+                },
+            )?;
             let mut exclusive = 0;
             for (hash, n) in counts {
-                let total = self.engine().get(Cf::Refs, &hash)?.map(|r| crate::engine::decode_ref(&r)).unwrap_or(0);
+                let total = self
+                    .engine()
+                    .get(Cf::Refs, &hash)?
+                    .map(|r| crate::engine::decode_ref(&r))
+                    .unwrap_or(0);
                 if total <= n {
                     if let Some(info) = self.engine().get(Cf::ChunkInfo, &hash)? {
                         exclusive += ChunkInfo::decode(&info)?.stored_len as u64;
@@ -187,7 +210,10 @@ impl Pool {
                 name: v.name.clone(),
                 logical_bytes: v.used,
                 exclusive_bytes: exclusive,
-                snapshots: vols.iter().filter(|s| s.read_only && s.snapshot_of.as_deref() == Some(&v.name)).count() as u64,
+                snapshots: vols
+                    .iter()
+                    .filter(|s| s.read_only && s.snapshot_of.as_deref() == Some(&v.name))
+                    .count() as u64,
                 read_only: v.read_only,
             });
         }

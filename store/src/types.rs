@@ -51,7 +51,9 @@ impl FileKind {
 }
 
 /// Seconds and nanoseconds since the Unix epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub struct Timestamp {
     pub secs: i64,
     pub nsecs: u32,
@@ -64,7 +66,10 @@ impl Timestamp {
 
     pub fn from_system_time(t: SystemTime) -> Timestamp {
         match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timestamp { secs: d.as_secs() as i64, nsecs: d.subsec_nanos() },
+            Ok(d) => Timestamp {
+                secs: d.as_secs() as i64,
+                nsecs: d.subsec_nanos(),
+            },
             Err(e) => {
                 let d = e.duration();
                 let mut secs = -(d.as_secs() as i64);
@@ -82,7 +87,8 @@ impl Timestamp {
         if self.secs >= 0 {
             UNIX_EPOCH + Duration::new(self.secs as u64, self.nsecs)
         } else {
-            UNIX_EPOCH - Duration::from_secs((-self.secs) as u64) + Duration::from_nanos(self.nsecs as u64)
+            UNIX_EPOCH - Duration::from_secs((-self.secs) as u64)
+                + Duration::from_nanos(self.nsecs as u64)
         }
     }
 }
@@ -198,7 +204,9 @@ impl std::str::FromStr for Compression {
             "none" => Ok(Compression::None),
             "lz4" => Ok(Compression::Lz4),
             "zstd" => Ok(Compression::Zstd),
-            _ => Err(format!("unknown compression {s:?} (expected lz4, zstd or none)")),
+            _ => Err(format!(
+                "unknown compression {s:?} (expected lz4, zstd or none)"
+            )),
         }
     }
 }

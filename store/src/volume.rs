@@ -109,7 +109,12 @@ impl<'a> Txn<'a> {
         if vol.read_only {
             return Err(StoreError::ReadOnly);
         }
-        Ok(Txn { vol, st, batch: Batch::default(), touched: BTreeMap::new() })
+        Ok(Txn {
+            vol,
+            st,
+            batch: Batch::default(),
+            touched: BTreeMap::new(),
+        })
     }
 
     fn get(&mut self, ino: Ino) -> Result<InodeRecord> {
@@ -144,47 +149,70 @@ impl<'a> Txn<'a> {
             .transpose()
     }
 
-    fn add_entry(&mut self, parent: Ino, dir: &mut InodeRecord, name: &[u8], ino: Ino, kind: FileKind) {
+    fn add_entry(
+        &mut self,
+        parent: Ino,
+        dir: &mut InodeRecord,
+        name: &[u8],
+        ino: Ino,
+        kind: FileKind,
+    ) {
         let cookie = dir.next_cookie;
         dir.next_cookie += 1;
         let id = self.vol.id;
-        self.batch
-            .put(Cf::Dentries, keys::pair_name(id, parent, name), records::encode(&Dentry { ino, kind, cookie }));
+        self.batch.put(
+            Cf::Dentries,
+            keys::pair_name(id, parent, name),
+            records::encode(&Dentry { ino, kind, cookie }),
+        );
         self.batch.put(
             Cf::DirCookies,
             keys::triple(id, parent, cookie),
-            records::encode(&CookieEntry { name: name.to_vec(), ino, kind }),
+            records::encode(&CookieEntry {
+                name: name.to_vec(),
+                ino,
+                kind,
+            }),
         );
     }
 
     fn remove_entry(&mut self, parent: Ino, name: &[u8], d: &Dentry) {
         let id = self.vol.id;
-        self.batch.delete(Cf::Dentries, keys::pair_name(id, parent, name));
-        self.batch.delete(Cf::DirCookies, keys::triple(id, parent, d.cookie));
+        self.batch
+            .delete(Cf::Dentries, keys::pair_name(id, parent, name));
+        self.batch
+            .delete(Cf::DirCookies, keys::triple(id, parent, d.cookie));
     }
 
     fn is_empty_dir(&self, ino: Ino) -> Result<bool> {
         let mut empty = true;
         let id = self.vol.id;
-        self.vol
-            .pool
-            .engine()
-            .scan(Cf::DirCookies, &keys::pair(id, ino), &keys::pair(id, ino + 1), &mut |_, _| {
+        self.vol.pool.engine().scan(
+            Cf::DirCookies,
+            &keys::pair(id, ino),
+            &keys::pair(id, ino + 1),
+            &mut |_, _| {
                 empty = false;
                 Ok(false)
-            })?;
+            },
+        )?;
         Ok(empty)
     }
 
     /// Drops one link of `ino`; frees it when none remain and nobody has it open.
     fn unlink_inode(&mut self, ino: Ino, now: Timestamp) -> Result<()> {
         let mut r = self.get(ino)?;
-        r.nlink = if r.kind == FileKind::Dir { 0 } else { r.nlink.saturating_sub(1) };
+        r.nlink = if r.kind == FileKind::Dir {
+            0
+        } else {
+            r.nlink.saturating_sub(1)
+        };
         r.ctime = now;
         if r.nlink > 0 {
             self.set(ino, r);
         } else if self.st.opens.get(&ino).copied().unwrap_or(0) > 0 {
-            self.batch.put(Cf::Orphans, keys::pair(self.vol.id, ino), Vec::new());
+            self.batch
+                .put(Cf::Orphans, keys::pair(self.vol.id, ino), Vec::new());
             self.set(ino, r);
         } else {
             self.purge(ino, &r)?;
@@ -197,10 +225,13 @@ impl<'a> Txn<'a> {
         let id = self.vol.id;
         let (from, to) = (keys::pair(id, ino), keys::pair(id, ino + 1));
         let batch = &mut self.batch;
-        self.vol.pool.engine().scan(Cf::ChunkMap, &from, &to, &mut |_, v| {
-            batch.add_ref(&ChunkRef::decode(v)?.hash, -1);
-            Ok(true)
-        })?;
+        self.vol
+            .pool
+            .engine()
+            .scan(Cf::ChunkMap, &from, &to, &mut |_, v| {
+                batch.add_ref(&ChunkRef::decode(v)?.hash, -1);
+                Ok(true)
+            })?;
         for cf in [Cf::ChunkMap, Cf::Xattrs] {
             self.batch.delete_range(cf, from.clone(), to.clone());
         }
@@ -216,7 +247,12 @@ impl<'a> Txn<'a> {
     }
 
     fn commit(self) -> Result<()> {
-        let Txn { vol, st, mut batch, touched } = self;
+        let Txn {
+            vol,
+            st,
+            mut batch,
+            touched,
+        } = self;
         for (ino, r) in touched {
             if let Some(r) = r {
                 batch.put(Cf::Inodes, keys::pair(vol.id, ino), records::encode(&r));
@@ -238,7 +274,11 @@ impl VolumeInner {
             compression: rec.compression,
             read_only: rec.read_only,
             pool,
-            st: Mutex::new(VolState { rec, files: HashMap::new(), opens: HashMap::new() }),
+            st: Mutex::new(VolState {
+                rec,
+                files: HashMap::new(),
+                opens: HashMap::new(),
+            }),
         });
         inner.purge_orphans()?;
         Ok(inner)
@@ -247,19 +287,31 @@ impl VolumeInner {
     /// Inodes unlinked while open when the last process holding the pool died.
     fn purge_orphans(&self) -> Result<()> {
         let mut orphans = Vec::new();
-        self.pool.engine().scan(Cf::Orphans, &keys::u64_key(self.id), &keys::u64_key(self.id + 1), &mut |k, _| {
-            orphans.push(keys::read_u64(k, 8));
-            Ok(true)
-        })?;
+        self.pool.engine().scan(
+            Cf::Orphans,
+            &keys::u64_key(self.id),
+            &keys::u64_key(self.id + 1),
+            &mut |k, _| {
+                orphans.push(keys::read_u64(k, 8));
+                Ok(true)
+            },
+        )?;
         if orphans.is_empty() {
             return Ok(());
         }
         let mut st = self.st.lock();
-        let mut txn = Txn { vol: self, st: &mut st, batch: Batch::default(), touched: BTreeMap::new() };
+        let mut txn = Txn {
+            vol: self,
+            st: &mut st,
+            batch: Batch::default(),
+            touched: BTreeMap::new(),
+        };
         for ino in orphans {
             match txn.get(ino) {
                 Ok(r) => txn.purge(ino, &r)?,
-                Err(StoreError::NotFound(_)) => txn.batch.delete(Cf::Orphans, keys::pair(self.id, ino)),
+                Err(StoreError::NotFound(_)) => {
+                    txn.batch.delete(Cf::Orphans, keys::pair(self.id, ino))
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -307,7 +359,11 @@ impl VolumeInner {
     }
 
     fn commit(&self, st: &mut VolState, mut batch: Batch) -> Result<()> {
-        batch.put(Cf::Volumes, keys::u64_key(self.id), records::encode(&st.rec));
+        batch.put(
+            Cf::Volumes,
+            keys::u64_key(self.id),
+            records::encode(&st.rec),
+        );
         let _gate = self.pool.inner.gate.read();
         self.pool.engine().write(batch, false)
     }
@@ -340,7 +396,11 @@ impl VolumeInner {
     }
 
     fn present(&self, st: &VolState, ino: Ino, idx: u64) -> Result<bool> {
-        if st.files.get(&ino).is_some_and(|f| f.dirty.contains_key(&idx)) {
+        if st
+            .files
+            .get(&ino)
+            .is_some_and(|f| f.dirty.contains_key(&idx))
+        {
             return Ok(true);
         }
         Ok(self.chunk_ref(ino, idx)?.is_some())
@@ -353,7 +413,11 @@ impl VolumeInner {
         }
         let cs = self.chunk_size;
         let new_size = size.max(off + len);
-        let last = if size > 0 { Some((size - 1) / cs) } else { None };
+        let last = if size > 0 {
+            Some((size - 1) / cs)
+        } else {
+            None
+        };
         let mut delta = 0;
         let mut last_present = false;
         if let Some(l) = last {
@@ -375,13 +439,21 @@ impl VolumeInner {
 
     fn release_dirty(&self, fs: &FileState) {
         let bytes: u64 = fs.dirty.values().map(|b| b.len() as u64).sum();
-        self.pool.inner.dirty_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.pool
+            .inner
+            .dirty_bytes
+            .fetch_sub(bytes, Ordering::Relaxed);
     }
 
     /// The bytes of chunk `idx` as a buffer to modify.
     fn chunk_bytes(&self, ino: Ino, idx: u64) -> Result<Vec<u8>> {
         match self.chunk_ref(ino, idx)? {
-            Some(r) => Ok(self.pool.inner.cache.load(self.pool.engine(), &r.hash, r.len)?.to_vec()),
+            Some(r) => Ok(self
+                .pool
+                .inner
+                .cache
+                .load(self.pool.engine(), &r.hash, r.len)?
+                .to_vec()),
             None => Ok(Vec::new()),
         }
     }
@@ -389,13 +461,26 @@ impl VolumeInner {
     fn file_state<'s>(&self, st: &'s mut VolState, ino: Ino) -> Result<&'s mut FileState> {
         if !st.files.contains_key(&ino) {
             let inode = self.load(st, ino)?;
-            st.files.insert(ino, FileState { inode, dirty: BTreeMap::new() });
+            st.files.insert(
+                ino,
+                FileState {
+                    inode,
+                    dirty: BTreeMap::new(),
+                },
+            );
         }
         Ok(st.files.get_mut(&ino).unwrap())
     }
 
     /// Applies a write to the dirty buffers. The caller checked kind and quota.
-    fn buffer_write(&self, st: &mut VolState, ino: Ino, off: u64, data: &[u8], charge: u64) -> Result<()> {
+    fn buffer_write(
+        &self,
+        st: &mut VolState,
+        ino: Ino,
+        off: u64,
+        data: &[u8],
+        charge: u64,
+    ) -> Result<()> {
         let cs = self.chunk_size;
         let mut added = 0i64;
         let mut pos = 0usize;
@@ -405,10 +490,20 @@ impl VolumeInner {
             let in_chunk = (abs % cs) as usize;
             let n = (cs as usize - in_chunk).min(data.len() - pos);
             let needs_base = !(in_chunk == 0 && n == cs as usize);
-            let has = st.files.get(&ino).is_some_and(|f| f.dirty.contains_key(&idx));
-            let base = if !has && needs_base { Some(self.chunk_bytes(ino, idx)?) } else { None };
+            let has = st
+                .files
+                .get(&ino)
+                .is_some_and(|f| f.dirty.contains_key(&idx));
+            let base = if !has && needs_base {
+                Some(self.chunk_bytes(ino, idx)?)
+            } else {
+                None
+            };
             let fs = self.file_state(st, ino)?;
-            let buf = fs.dirty.entry(idx).or_insert_with(|| base.unwrap_or_default());
+            let buf = fs
+                .dirty
+                .entry(idx)
+                .or_insert_with(|| base.unwrap_or_default());
             let before = buf.len();
             if buf.len() < in_chunk + n {
                 buf.resize(in_chunk + n, 0);
@@ -418,7 +513,10 @@ impl VolumeInner {
             pos += n;
         }
         if added > 0 {
-            self.pool.inner.dirty_bytes.fetch_add(added as u64, Ordering::Relaxed);
+            self.pool
+                .inner
+                .dirty_bytes
+                .fetch_add(added as u64, Ordering::Relaxed);
         }
         let now = Timestamp::now();
         let fs = self.file_state(st, ino)?;
@@ -431,7 +529,12 @@ impl VolumeInner {
     }
 
     /// Moves a file's dirty chunks and inode record into `batch`.
-    fn flush_file_into(&self, st: &mut VolState, ino: Ino, batch: &mut Batch) -> Result<Option<InodeRecord>> {
+    fn flush_file_into(
+        &self,
+        st: &mut VolState,
+        ino: Ino,
+        batch: &mut Batch,
+    ) -> Result<Option<InodeRecord>> {
         let Some(mut fs) = st.files.remove(&ino) else {
             return Ok(None);
         };
@@ -465,9 +568,21 @@ impl VolumeInner {
             if let Some(old) = old {
                 batch.add_ref(&old.hash, -1);
             }
-            batch.put(Cf::ChunkMap, key, ChunkRef { hash, len: len as u32 }.encode());
+            batch.put(
+                Cf::ChunkMap,
+                key,
+                ChunkRef {
+                    hash,
+                    len: len as u32,
+                }
+                .encode(),
+            );
         }
-        batch.put(Cf::Inodes, keys::pair(self.id, ino), records::encode(&fs.inode));
+        batch.put(
+            Cf::Inodes,
+            keys::pair(self.id, ino),
+            records::encode(&fs.inode),
+        );
         Ok(Some(fs.inode))
     }
 
@@ -484,7 +599,11 @@ impl VolumeInner {
         for i in inos {
             self.flush_file_into(st, i, &mut batch)?;
         }
-        batch.put(Cf::Volumes, keys::u64_key(self.id), records::encode(&st.rec));
+        batch.put(
+            Cf::Volumes,
+            keys::u64_key(self.id),
+            records::encode(&st.rec),
+        );
         self.pool.engine().write(batch, false)
     }
 
@@ -495,7 +614,13 @@ impl VolumeInner {
 
     /// Changes a file's size: drops chunks past the end, zeroes the tail of the
     /// new last chunk, and persists the file in the same batch.
-    fn truncate(&self, st: &mut VolState, ino: Ino, new_size: u64, batch: &mut Batch) -> Result<InodeRecord> {
+    fn truncate(
+        &self,
+        st: &mut VolState,
+        ino: Ino,
+        new_size: u64,
+        batch: &mut Batch,
+    ) -> Result<InodeRecord> {
         let cs = self.chunk_size;
         let old_size = self.load(st, ino)?.size;
         if new_size > MAX_FILE_SIZE {
@@ -532,8 +657,13 @@ impl VolumeInner {
                 batch.delete(Cf::ChunkMap, key);
             }
             let tail_idx = new_size / cs;
-            let tail_present = new_size % cs != 0 && self.present(st, ino, tail_idx)?;
-            let base = if tail_present && !st.files.get(&ino).is_some_and(|f| f.dirty.contains_key(&tail_idx)) {
+            let tail_present = !new_size.is_multiple_of(cs) && self.present(st, ino, tail_idx)?;
+            let base = if tail_present
+                && !st
+                    .files
+                    .get(&ino)
+                    .is_some_and(|f| f.dirty.contains_key(&tail_idx))
+            {
                 Some(self.chunk_bytes(ino, tail_idx)?)
             } else {
                 None
@@ -549,7 +679,10 @@ impl VolumeInner {
                 }
             }
             if tail_present {
-                let buf = fs.dirty.entry(tail_idx).or_insert_with(|| base.unwrap_or_default());
+                let buf = fs
+                    .dirty
+                    .entry(tail_idx)
+                    .or_insert_with(|| base.unwrap_or_default());
                 let keep = (new_size % cs) as usize;
                 if buf.len() > keep {
                     freed += (buf.len() - keep) as u64;
@@ -560,7 +693,10 @@ impl VolumeInner {
             fs.inode.size = new_size;
             fs.inode.alloc = fs.inode.alloc.saturating_sub(refund);
             st.rec.used = st.rec.used.saturating_sub(refund);
-            self.pool.inner.dirty_bytes.fetch_sub(freed, Ordering::Relaxed);
+            self.pool
+                .inner
+                .dirty_bytes
+                .fetch_sub(freed, Ordering::Relaxed);
         }
         match self.flush_file_into(st, ino, batch)? {
             Some(r) => Ok(r),
@@ -630,7 +766,9 @@ impl Volume {
                     .pool
                     .engine()
                     .get(Cf::Dentries, &keys::pair_name(self.inner.id, parent, name))?
-                    .ok_or_else(|| StoreError::NotFound(String::from_utf8_lossy(name).into_owned()))?;
+                    .ok_or_else(|| {
+                        StoreError::NotFound(String::from_utf8_lossy(name).into_owned())
+                    })?;
                 records::decode::<Dentry>(&raw, "dentry")?.ino
             }
         };
@@ -665,7 +803,12 @@ impl Volume {
             touched.insert(ino, Some(vol.truncate(&mut st, ino, size, &mut batch)?));
         }
         let now = Timestamp::now();
-        let mut txn = Txn { vol, st: &mut st, batch, touched };
+        let mut txn = Txn {
+            vol,
+            st: &mut st,
+            batch,
+            touched,
+        };
         let mut r = txn.get(ino)?;
         let mut changed = set.size.is_some();
         if set.size.is_some() {
@@ -722,7 +865,9 @@ impl Volume {
         let mut txn = Txn::new(vol, &mut st)?;
         let mut dir = txn.dir(parent)?;
         if txn.entry(parent, name)?.is_some() {
-            return Err(StoreError::Exists(String::from_utf8_lossy(name).into_owned()));
+            return Err(StoreError::Exists(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
         }
         let mut perm = (perm & 0o7777) as u16;
         let mut gid = gid;
@@ -766,9 +911,20 @@ impl Volume {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub fn mknod(&self, parent: Ino, name: &OsStr, kind: FileKind, perm: u32, rdev: u32, uid: u32, gid: u32) -> Result<Attr> {
+    pub fn mknod(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        kind: FileKind,
+        perm: u32,
+        rdev: u32,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
         if matches!(kind, FileKind::Dir | FileKind::Symlink) {
-            return Err(StoreError::Invalid("mknod of a directory or symlink".into()));
+            return Err(StoreError::Invalid(
+                "mknod of a directory or symlink".into(),
+            ));
         }
         self.create_node(parent, name, kind, perm, rdev, uid, gid, &[])
     }
@@ -777,10 +933,21 @@ impl Volume {
         self.create_node(parent, name, FileKind::Dir, perm, 0, uid, gid, &[])
     }
 
-    pub fn symlink(&self, parent: Ino, name: &OsStr, target: &OsStr, uid: u32, gid: u32) -> Result<Attr> {
+    pub fn symlink(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        target: &OsStr,
+        uid: u32,
+        gid: u32,
+    ) -> Result<Attr> {
         let t = target.as_bytes();
         if t.is_empty() || t.len() > 4095 {
-            return Err(if t.is_empty() { StoreError::NotFound("empty symlink target".into()) } else { StoreError::NameTooLong });
+            return Err(if t.is_empty() {
+                StoreError::NotFound("empty symlink target".into())
+            } else {
+                StoreError::NameTooLong
+            });
         }
         self.create_node(parent, name, FileKind::Symlink, 0o777, 0, uid, gid, t)
     }
@@ -808,7 +975,9 @@ impl Volume {
         }
         let mut dir = txn.dir(new_parent)?;
         if txn.entry(new_parent, name)?.is_some() {
-            return Err(StoreError::Exists(String::from_utf8_lossy(name).into_owned()));
+            return Err(StoreError::Exists(
+                String::from_utf8_lossy(name).into_owned(),
+            ));
         }
         let now = Timestamp::now();
         txn.add_entry(new_parent, &mut dir, name, ino, r.kind);
@@ -829,7 +998,11 @@ impl Volume {
             return Err(StoreError::NameTooLong);
         }
         if want_dir && (name_b == b"." || name_b == b"..") {
-            return Err(if name_b == b"." { StoreError::Invalid("rmdir .".into()) } else { StoreError::NotEmpty });
+            return Err(if name_b == b"." {
+                StoreError::Invalid("rmdir .".into())
+            } else {
+                StoreError::NotEmpty
+            });
         }
         let mut st = vol.st.lock();
         let mut txn = Txn::new(vol, &mut st)?;
@@ -863,12 +1036,21 @@ impl Volume {
         self.remove(parent, name, true)
     }
 
-    pub fn rename(&self, parent: Ino, name: &OsStr, new_parent: Ino, new_name: &OsStr, flags: RenameFlags) -> Result<()> {
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &OsStr,
+        new_parent: Ino,
+        new_name: &OsStr,
+        flags: RenameFlags,
+    ) -> Result<()> {
         let vol = &*self.inner;
         let name = check_name(name)?;
         let new_name = check_name(new_name)?;
         if flags.exchange && flags.noreplace {
-            return Err(StoreError::Invalid("RENAME_EXCHANGE with RENAME_NOREPLACE".into()));
+            return Err(StoreError::Invalid(
+                "RENAME_EXCHANGE with RENAME_NOREPLACE".into(),
+            ));
         }
         let mut st = vol.st.lock();
         let mut txn = Txn::new(vol, &mut st)?;
@@ -892,13 +1074,25 @@ impl Volume {
                 cur = txn.get(cur)?.parent;
             }
         };
-        if src.kind == FileKind::Dir && parent != new_parent && moves_into(&mut txn, src.ino, new_parent)? {
-            return Err(StoreError::Invalid("cannot move a directory below itself".into()));
+        if src.kind == FileKind::Dir
+            && parent != new_parent
+            && moves_into(&mut txn, src.ino, new_parent)?
+        {
+            return Err(StoreError::Invalid(
+                "cannot move a directory below itself".into(),
+            ));
         }
         if flags.exchange {
-            let dst = dst.ok_or_else(|| StoreError::NotFound(String::from_utf8_lossy(new_name).into_owned()))?;
-            if dst.kind == FileKind::Dir && parent != new_parent && moves_into(&mut txn, dst.ino, parent)? {
-                return Err(StoreError::Invalid("cannot move a directory below itself".into()));
+            let dst = dst.ok_or_else(|| {
+                StoreError::NotFound(String::from_utf8_lossy(new_name).into_owned())
+            })?;
+            if dst.kind == FileKind::Dir
+                && parent != new_parent
+                && moves_into(&mut txn, dst.ino, parent)?
+            {
+                return Err(StoreError::Invalid(
+                    "cannot move a directory below itself".into(),
+                ));
             }
             txn.remove_entry(parent, name, &src);
             txn.remove_entry(new_parent, new_name, &dst);
@@ -929,7 +1123,9 @@ impl Volume {
         } else {
             if let Some(dst) = &dst {
                 if flags.noreplace {
-                    return Err(StoreError::Exists(String::from_utf8_lossy(new_name).into_owned()));
+                    return Err(StoreError::Exists(
+                        String::from_utf8_lossy(new_name).into_owned(),
+                    ));
                 }
                 if dst.ino == src.ino {
                     return Ok(());
@@ -937,7 +1133,9 @@ impl Volume {
                 match (src.kind == FileKind::Dir, dst.kind == FileKind::Dir) {
                     (true, false) => return Err(StoreError::NotDir),
                     (false, true) => return Err(StoreError::IsDir),
-                    (true, true) if !txn.is_empty_dir(dst.ino)? => return Err(StoreError::NotEmpty),
+                    (true, true) if !txn.is_empty_dir(dst.ino)? => {
+                        return Err(StoreError::NotEmpty)
+                    }
                     _ => {}
                 }
                 txn.remove_entry(new_parent, new_name, dst);
@@ -987,13 +1185,21 @@ impl Volume {
         drop(st);
         let mut out = Vec::new();
         let start = keys::triple(vol.id, dir, after.max(2) + 1);
-        vol.pool
-            .engine()
-            .scan(Cf::DirCookies, &start, &keys::pair(vol.id, dir + 1), &mut |k, v| {
+        vol.pool.engine().scan(
+            Cf::DirCookies,
+            &start,
+            &keys::pair(vol.id, dir + 1),
+            &mut |k, v| {
                 let e: CookieEntry = records::decode(v, "directory entry")?;
-                out.push(DirEntry { name: e.name, ino: e.ino, kind: e.kind, cookie: keys::read_u64(k, 16) });
+                out.push(DirEntry {
+                    name: e.name,
+                    ino: e.ino,
+                    kind: e.kind,
+                    cookie: keys::read_u64(k, 16),
+                });
                 Ok(out.len() < limit)
-            })?;
+            },
+        )?;
         Ok(out)
     }
 
@@ -1060,7 +1266,11 @@ impl Volume {
         let _gate = vol.pool.inner.gate.read();
         drop(st);
         for (cref, chunk_start, from, to) in fetch {
-            let data = vol.pool.inner.cache.load(vol.pool.engine(), &cref.hash, cref.len)?;
+            let data = vol
+                .pool
+                .inner
+                .cache
+                .load(vol.pool.engine(), &cref.hash, cref.len)?;
             copy_part(&mut out, offset, &data, chunk_start, from, to);
         }
         Ok(out)
@@ -1074,7 +1284,9 @@ impl Volume {
         if data.is_empty() {
             return Ok(0);
         }
-        let end = offset.checked_add(data.len() as u64).ok_or(StoreError::FileTooBig)?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(StoreError::FileTooBig)?;
         if end > MAX_FILE_SIZE {
             return Err(StoreError::FileTooBig);
         }
@@ -1101,7 +1313,11 @@ impl Volume {
             }
             len = lo;
             if len == 0 {
-                return Err(StoreError::NoSpace { volume: vol.name.clone(), capacity: st.rec.capacity, used: st.rec.used });
+                return Err(StoreError::NoSpace {
+                    volume: vol.name.clone(),
+                    capacity: st.rec.capacity,
+                    used: st.rec.used,
+                });
             }
             charge = vol.charge(&st, ino, r.size, offset, len)?;
         }
@@ -1137,7 +1353,11 @@ impl Volume {
         }
         let r = vol.load(&st, ino)?;
         if r.kind != FileKind::File {
-            return Err(if r.kind == FileKind::Dir { StoreError::IsDir } else { StoreError::Invalid("not a file".into()) });
+            return Err(if r.kind == FileKind::Dir {
+                StoreError::IsDir
+            } else {
+                StoreError::Invalid("not a file".into())
+            });
         }
         let end = offset.saturating_add(len).min(r.size);
         if offset >= end {
@@ -1164,10 +1384,20 @@ impl Volume {
                     refund += clen;
                 }
             } else if vol.present(&st, ino, idx)? {
-                let has = st.files.get(&ino).is_some_and(|f| f.dirty.contains_key(&idx));
-                let base = if has { None } else { Some(vol.chunk_bytes(ino, idx)?) };
+                let has = st
+                    .files
+                    .get(&ino)
+                    .is_some_and(|f| f.dirty.contains_key(&idx));
+                let base = if has {
+                    None
+                } else {
+                    Some(vol.chunk_bytes(ino, idx)?)
+                };
                 let fs = vol.file_state(&mut st, ino)?;
-                let buf = fs.dirty.entry(idx).or_insert_with(|| base.unwrap_or_default());
+                let buf = fs
+                    .dirty
+                    .entry(idx)
+                    .or_insert_with(|| base.unwrap_or_default());
                 let (a, b) = ((from - cstart) as usize, (to - cstart) as usize);
                 if a < buf.len() {
                     let b = b.min(buf.len());
@@ -1175,7 +1405,10 @@ impl Volume {
                 }
             }
         }
-        vol.pool.inner.dirty_bytes.fetch_sub(freed, Ordering::Relaxed);
+        vol.pool
+            .inner
+            .dirty_bytes
+            .fetch_sub(freed, Ordering::Relaxed);
         let now = Timestamp::now();
         let fs = vol.file_state(&mut st, ino)?;
         fs.inode.alloc = fs.inode.alloc.saturating_sub(refund);
@@ -1200,7 +1433,11 @@ impl Volume {
         }
         let r = vol.load(&st, ino)?;
         if r.kind != FileKind::File {
-            return Err(if r.kind == FileKind::Dir { StoreError::IsDir } else { StoreError::Invalid("not a file".into()) });
+            return Err(if r.kind == FileKind::Dir {
+                StoreError::IsDir
+            } else {
+                StoreError::Invalid("not a file".into())
+            });
         }
         let need = vol.charge(&st, ino, r.size, offset, len)?;
         vol.check_quota(&st, need)?;
@@ -1258,7 +1495,14 @@ impl Volume {
 
     /// Copies a range between files, sharing whole aligned chunks instead of
     /// copying their bytes. Returns the bytes copied (short at the source's end).
-    pub fn copy_range(&self, src: Ino, src_off: u64, dst: Ino, dst_off: u64, len: u64) -> Result<u64> {
+    pub fn copy_range(
+        &self,
+        src: Ino,
+        src_off: u64,
+        dst: Ino,
+        dst_off: u64,
+        len: u64,
+    ) -> Result<u64> {
         let vol = &*self.inner;
         if vol.read_only {
             return Err(StoreError::ReadOnly);
@@ -1275,11 +1519,15 @@ impl Volume {
             let so = src_off + done;
             let d_o = dst_off + done;
             let rest = len - done;
-            if so % cs == 0 && d_o % cs == 0 && rest >= cs && so + cs <= src_size && src != dst {
-                if self.share_chunk(src, so / cs, dst, d_o / cs)? {
-                    done += cs;
-                    continue;
-                }
+            if so.is_multiple_of(cs)
+                && d_o.is_multiple_of(cs)
+                && rest >= cs
+                && so + cs <= src_size
+                && src != dst
+                && self.share_chunk(src, so / cs, dst, d_o / cs)?
+            {
+                done += cs;
+                continue;
             }
             let n = rest.min(cs - so % cs).min(cs - d_o % cs);
             let data = self.read(src, so, n as u32)?;
@@ -1363,7 +1611,11 @@ impl Volume {
         let key = self.xattr_key(ino, name)?;
         let st = self.inner.st.lock();
         self.inner.load(&st, ino)?;
-        self.inner.pool.engine().get(Cf::Xattrs, &key)?.ok_or(StoreError::NoXattr)
+        self.inner
+            .pool
+            .engine()
+            .get(Cf::Xattrs, &key)?
+            .ok_or(StoreError::NoXattr)
     }
 
     pub fn listxattr(&self, ino: Ino) -> Result<Vec<Vec<u8>>> {
@@ -1371,12 +1623,15 @@ impl Volume {
         let st = vol.st.lock();
         vol.load(&st, ino)?;
         let mut out = Vec::new();
-        vol.pool
-            .engine()
-            .scan(Cf::Xattrs, &keys::pair(vol.id, ino), &keys::pair(vol.id, ino + 1), &mut |k, _| {
+        vol.pool.engine().scan(
+            Cf::Xattrs,
+            &keys::pair(vol.id, ino),
+            &keys::pair(vol.id, ino + 1),
+            &mut |k, _| {
                 out.push(k[16..].to_vec());
                 Ok(true)
-            })?;
+            },
+        )?;
         Ok(out)
     }
 

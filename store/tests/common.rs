@@ -9,7 +9,11 @@ pub fn pool() -> (tempfile::TempDir, Pool) {
 }
 
 pub fn opts(capacity: u64, chunk: u32) -> VolumeOptions {
-    VolumeOptions { capacity, chunk_size: chunk, compression: Compression::Lz4 }
+    VolumeOptions {
+        capacity,
+        chunk_size: chunk,
+        compression: Compression::Lz4,
+    }
 }
 
 pub fn name(s: &str) -> &OsStr {
@@ -17,7 +21,8 @@ pub fn name(s: &str) -> &OsStr {
 }
 
 pub fn create(v: &Volume, parent: Ino, n: &str) -> Attr {
-    v.mknod(parent, name(n), FileKind::File, 0o644, 0, 0, 0).unwrap()
+    v.mknod(parent, name(n), FileKind::File, 0o644, 0, 0, 0)
+        .unwrap()
 }
 
 pub fn write_all(v: &Volume, ino: Ino, off: u64, data: &[u8]) {

@@ -21,7 +21,9 @@ fn record(i: u64) -> Vec<u8> {
 #[test]
 #[ignore]
 fn crash_child() {
-    let Ok(dir) = std::env::var("TESSERA_CRASH_DIR") else { return };
+    let Ok(dir) = std::env::var("TESSERA_CRASH_DIR") else {
+        return;
+    };
     let dir = Path::new(&dir);
     let pool = Pool::open(&dir.join("pool")).unwrap();
     if pool.volume_info("c").is_err() {
@@ -36,13 +38,24 @@ fn crash_child() {
         Ok(a) => a.ino,
         Err(_) => create(&v, ROOT_INO, "scratch").ino,
     };
-    let mut acked = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("acked")).unwrap();
+    let mut acked = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("acked"))
+        .unwrap();
     let mut i = v.getattr(log).unwrap().size / RECORD as u64;
     loop {
         // Unsynced churn: overwrites, truncates and unlinks that may be cut off.
         write_all(&v, scratch, (i % 7) * 50_000, &noise(i, 90_000));
-        if i % 5 == 0 {
-            v.setattr(scratch, &SetAttr { size: Some(i % 3 * 10_000), ..Default::default() }).unwrap();
+        if i.is_multiple_of(5) {
+            v.setattr(
+                scratch,
+                &SetAttr {
+                    size: Some(i % 3 * 10_000),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
         }
         let tmp = create(&v, ROOT_INO, &format!("tmp{i}"));
         write_all(&v, tmp.ino, 0, &noise(i + 9, 70_000));
@@ -64,7 +77,13 @@ fn kill_nine_loses_nothing_synced() {
     let mut seed = 0x1234_5678u64;
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
-            .args(["--ignored", "--exact", "crash_child", "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                "crash_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("TESSERA_CRASH_DIR", dir.path())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -84,12 +103,23 @@ fn kill_nine_loses_nothing_synced() {
             let log = v.lookup(ROOT_INO, name("log")).unwrap().ino;
             for i in 0..=last {
                 let got = v.read(log, i * RECORD as u64, RECORD as u32).unwrap();
-                assert!(got == record(i), "round {round}: record {i} of {last} acknowledged but damaged");
+                assert!(
+                    got == record(i),
+                    "round {round}: record {i} of {last} acknowledged but damaged"
+                );
             }
         }
         let report = pool.fsck(false).unwrap();
-        assert_eq!(report.dangling_refs, 0, "round {round}: {:?}", report.problems);
-        assert_eq!(report.dangling_entries, 0, "round {round}: {:?}", report.problems);
+        assert_eq!(
+            report.dangling_refs, 0,
+            "round {round}: {:?}",
+            report.problems
+        );
+        assert_eq!(
+            report.dangling_entries, 0,
+            "round {round}: {:?}",
+            report.problems
+        );
     }
     let acked = std::fs::read_to_string(dir.path().join("acked")).unwrap();
     assert!(acked.lines().count() > ROUNDS, "the child made progress");

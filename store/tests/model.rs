@@ -12,14 +12,41 @@ const CHUNK: u32 = 64 << 10;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Write { n: usize, off: u32, len: u32, seed: u8 },
-    Truncate { n: usize, size: u32 },
-    Punch { n: usize, off: u32, len: u32 },
-    Rename { from: usize, to: usize },
-    Link { from: usize, to: usize },
-    Unlink { n: usize },
-    SetXattr { n: usize, key: u8, val: u8 },
-    RemoveXattr { n: usize, key: u8 },
+    Write {
+        n: usize,
+        off: u32,
+        len: u32,
+        seed: u8,
+    },
+    Truncate {
+        n: usize,
+        size: u32,
+    },
+    Punch {
+        n: usize,
+        off: u32,
+        len: u32,
+    },
+    Rename {
+        from: usize,
+        to: usize,
+    },
+    Link {
+        from: usize,
+        to: usize,
+    },
+    Unlink {
+        n: usize,
+    },
+    SetXattr {
+        n: usize,
+        key: u8,
+        val: u8,
+    },
+    RemoveXattr {
+        n: usize,
+        key: u8,
+    },
     Flush,
     Reopen,
 }
@@ -120,8 +147,20 @@ impl World {
             }
             Op::Truncate { n, size } => {
                 let (f, ino) = self.ensure(n);
-                self.v().setattr(ino, &SetAttr { size: Some(size as u64), ..Default::default() }).unwrap();
-                self.files.get_mut(&f).unwrap().data.resize(size as usize, 0);
+                self.v()
+                    .setattr(
+                        ino,
+                        &SetAttr {
+                            size: Some(size as u64),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                self.files
+                    .get_mut(&f)
+                    .unwrap()
+                    .data
+                    .resize(size as usize, 0);
             }
             Op::Punch { n, off, len } => {
                 let (f, ino) = self.ensure(n);
@@ -133,7 +172,13 @@ impl World {
                 }
             }
             Op::Rename { from, to } => {
-                let r = self.v().rename(ROOT_INO, name(&fname(from)), ROOT_INO, name(&fname(to)), RenameFlags::default());
+                let r = self.v().rename(
+                    ROOT_INO,
+                    name(&fname(from)),
+                    ROOT_INO,
+                    name(&fname(to)),
+                    RenameFlags::default(),
+                );
                 match self.names.get(&from).copied() {
                     None => assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}"),
                     Some(f) => {
@@ -147,7 +192,9 @@ impl World {
                 }
             }
             Op::Link { from, to } => {
-                let Some(&f) = self.names.get(&from) else { return };
+                let Some(&f) = self.names.get(&from) else {
+                    return;
+                };
                 let r = self.v().link(self.inos[&f], ROOT_INO, name(&fname(to)));
                 if self.names.contains_key(&to) {
                     assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}");
@@ -168,8 +215,14 @@ impl World {
             Op::SetXattr { n, key, val } => {
                 let (f, ino) = self.ensure(n);
                 let k = format!("user.k{key}");
-                self.v().setxattr(ino, name(&k), &[val; 3], XattrFlags::Any).unwrap();
-                self.files.get_mut(&f).unwrap().xattrs.insert(k.into_bytes(), vec![val; 3]);
+                self.v()
+                    .setxattr(ino, name(&k), &[val; 3], XattrFlags::Any)
+                    .unwrap();
+                self.files
+                    .get_mut(&f)
+                    .unwrap()
+                    .xattrs
+                    .insert(k.into_bytes(), vec![val; 3]);
             }
             Op::RemoveXattr { n, key } => {
                 let (f, ino) = self.ensure(n);

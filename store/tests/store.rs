@@ -27,7 +27,11 @@ fn newer_format_is_refused() {
         use tessera_store::engine::{Batch, Engine, RocksEngine};
         let e = RocksEngine::open(&dir.path().join("db")).unwrap();
         let mut b = Batch::default();
-        b.put(keys::Cf::Meta, keys::FORMAT_KEY, 99u32.to_be_bytes().to_vec());
+        b.put(
+            keys::Cf::Meta,
+            keys::FORMAT_KEY,
+            99u32.to_be_bytes().to_vec(),
+        );
         e.write(b, true).unwrap();
     }
     match Pool::open(dir.path()) {
@@ -40,37 +44,69 @@ fn newer_format_is_refused() {
 fn volume_names_are_validated() {
     let (_d, pool) = pool();
     for bad in ["", "Bad", "-x", ".x", "a/b", "a b", "a@b", &"x".repeat(129)] {
-        assert!(matches!(pool.create_volume(bad, VolumeOptions::default()), Err(StoreError::Invalid(_))), "{bad:?}");
+        assert!(
+            matches!(
+                pool.create_volume(bad, VolumeOptions::default()),
+                Err(StoreError::Invalid(_))
+            ),
+            "{bad:?}"
+        );
     }
     for good in ["a", "vol-1", "v.2_x", &"x".repeat(128)] {
         pool.create_volume(good, VolumeOptions::default()).unwrap();
     }
-    assert!(matches!(pool.create_volume("a", VolumeOptions::default()), Err(StoreError::Exists(_))));
+    assert!(matches!(
+        pool.create_volume("a", VolumeOptions::default()),
+        Err(StoreError::Exists(_))
+    ));
     for bad_chunk in [1000, 32 << 10, 8 << 20, 3 << 20] {
-        assert!(matches!(pool.create_volume("c", opts(MIB, bad_chunk)), Err(StoreError::Invalid(_))));
+        assert!(matches!(
+            pool.create_volume("c", opts(MIB, bad_chunk)),
+            Err(StoreError::Invalid(_))
+        ));
     }
 }
 
 #[test]
 fn volumes_list_info_and_delete() {
     let (_d, pool) = pool();
-    let a = pool.create_volume("b-vol", opts(5 * MIB, 64 << 10)).unwrap();
-    pool.create_volume("a-vol", VolumeOptions::default()).unwrap();
-    let names: Vec<String> = pool.list_volumes().unwrap().into_iter().map(|v| v.name).collect();
+    let a = pool
+        .create_volume("b-vol", opts(5 * MIB, 64 << 10))
+        .unwrap();
+    pool.create_volume("a-vol", VolumeOptions::default())
+        .unwrap();
+    let names: Vec<String> = pool
+        .list_volumes()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
     assert_eq!(names, ["a-vol", "b-vol"]);
     let info = pool.volume_info("b-vol").unwrap();
-    assert_eq!((info.id, info.capacity, info.chunk_size), (a.id, 5 * MIB, 64 << 10));
+    assert_eq!(
+        (info.id, info.capacity, info.chunk_size),
+        (a.id, 5 * MIB, 64 << 10)
+    );
     {
         let v = pool.open_volume("b-vol").unwrap();
         let f = create(&v, ROOT_INO, "f");
         write_all(&v, f.ino, 0, &noise(1, 300_000));
         v.sync().unwrap();
-        assert!(matches!(pool.delete_volume("b-vol"), Err(StoreError::InUse(_))));
+        assert!(matches!(
+            pool.delete_volume("b-vol"),
+            Err(StoreError::InUse(_))
+        ));
     }
     assert!(pool.usage().unwrap().chunks > 0);
     pool.delete_volume("b-vol").unwrap();
-    assert!(matches!(pool.volume_info("b-vol"), Err(StoreError::NotFound(_))));
-    assert!(matches!(pool.delete_volume("b-vol"), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        pool.volume_info("b-vol"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        pool.delete_volume("b-vol"),
+        Err(StoreError::NotFound(_))
+    ));
     let gc = pool.gc().unwrap();
     assert!(gc.chunks_deleted >= 5);
     assert_eq!(pool.usage().unwrap().chunks, 0);
@@ -138,7 +174,10 @@ fn sparse_files_store_no_chunks_for_holes() {
     assert_eq!(v.seek(f, 0, Whence::Data).unwrap(), 100 * MIB);
     assert_eq!(v.seek(f, 0, Whence::Hole).unwrap(), 0);
     assert_eq!(v.seek(f, 100 * MIB, Whence::Hole).unwrap(), 100 * MIB + 4);
-    assert!(matches!(v.seek(f, 200 * MIB, Whence::Data), Err(StoreError::NoSuchOffset)));
+    assert!(matches!(
+        v.seek(f, 200 * MIB, Whence::Data),
+        Err(StoreError::NoSuchOffset)
+    ));
     // Zeros written explicitly become holes too.
     let z = create(&v, ROOT_INO, "zeros").ino;
     write_all(&v, z, 0, &vec![0u8; 3 * MIB as usize]);
@@ -156,20 +195,55 @@ fn truncate_down_then_up_reads_zeros() {
     let data = noise(9, 500_000);
     write_all(&v, f, 0, &data);
     v.flush(f).unwrap();
-    v.setattr(f, &SetAttr { size: Some(100_001), ..Default::default() }).unwrap();
+    v.setattr(
+        f,
+        &SetAttr {
+            size: Some(100_001),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     assert_eq!(v.statfs().unwrap().used, 100_001);
-    v.setattr(f, &SetAttr { size: Some(400_000), ..Default::default() }).unwrap();
+    v.setattr(
+        f,
+        &SetAttr {
+            size: Some(400_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let back = read_all(&v, f);
     assert_eq!(&back[..100_001], &data[..100_001]);
     assert!(back[100_001..].iter().all(|&b| b == 0));
     // Truncating buffered data behaves the same.
     write_all(&v, f, 0, &data);
-    v.setattr(f, &SetAttr { size: Some(70_000), ..Default::default() }).unwrap();
-    v.setattr(f, &SetAttr { size: Some(200_000), ..Default::default() }).unwrap();
+    v.setattr(
+        f,
+        &SetAttr {
+            size: Some(70_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    v.setattr(
+        f,
+        &SetAttr {
+            size: Some(200_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let back = read_all(&v, f);
     assert_eq!(&back[..70_000], &data[..70_000]);
     assert!(back[70_000..].iter().all(|&b| b == 0));
-    v.setattr(f, &SetAttr { size: Some(0), ..Default::default() }).unwrap();
+    v.setattr(
+        f,
+        &SetAttr {
+            size: Some(0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
     v.sync().unwrap();
     assert_eq!(v.statfs().unwrap().used, 0);
     assert!(pool.fsck(false).unwrap().is_clean());
@@ -208,7 +282,10 @@ fn quota_gives_partial_writes_then_no_space_and_resizes_online() {
     }
     // Overwrites in place still work at the quota.
     v.write(f, 10, b"hello").unwrap();
-    assert!(matches!(pool.resize_volume("q", MIB / 2), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        pool.resize_volume("q", MIB / 2),
+        Err(StoreError::Invalid(_))
+    ));
     pool.resize_volume("q", 2 * MIB).unwrap();
     assert_eq!(v.statfs().unwrap().capacity, 2 * MIB);
     assert_eq!(v.write(f, MIB, b"more").unwrap(), 4);
@@ -232,8 +309,16 @@ fn identical_data_in_two_volumes_is_stored_once() {
     }
     let u = pool.usage().unwrap();
     assert_eq!(u.logical_bytes, 128 * MIB);
-    assert!(u.physical_bytes as f64 <= 1.02 * (64 * MIB) as f64, "physical {}", u.physical_bytes);
-    assert!((u.dedup_ratio - 2.0).abs() < 0.01, "dedup {}", u.dedup_ratio);
+    assert!(
+        u.physical_bytes as f64 <= 1.02 * (64 * MIB) as f64,
+        "physical {}",
+        u.physical_bytes
+    );
+    assert!(
+        (u.dedup_ratio - 2.0).abs() < 0.01,
+        "dedup {}",
+        u.dedup_ratio
+    );
 }
 
 #[test]
@@ -249,13 +334,20 @@ fn hard_links_and_open_unlinked_files() {
         let d = v.mkdir(ROOT_INO, name("d"), 0o755, 0, 0).unwrap().ino;
         v.link(f, d, name("c")).unwrap();
         assert_eq!(v.getattr(f).unwrap().nlink, 3);
-        assert!(matches!(v.link(d, ROOT_INO, name("dl")), Err(StoreError::NotPermitted(_))));
+        assert!(matches!(
+            v.link(d, ROOT_INO, name("dl")),
+            Err(StoreError::NotPermitted(_))
+        ));
         v.unlink(ROOT_INO, name("a")).unwrap();
         v.unlink(d, name("c")).unwrap();
         assert_eq!(v.getattr(f).unwrap().nlink, 1);
         v.open(f).unwrap();
         v.unlink(ROOT_INO, name("b")).unwrap();
-        assert_eq!(v.read(f, 0, 100).unwrap(), b"linked", "open file survives unlink");
+        assert_eq!(
+            v.read(f, 0, 100).unwrap(),
+            b"linked",
+            "open file survives unlink"
+        );
         let g = create(&v, ROOT_INO, "g").ino;
         write_all(&v, g, 0, &noise(5, 200_000));
         v.open(g).unwrap();
@@ -282,24 +374,51 @@ fn directory_errors_and_nlink() {
     let d = v.mkdir(ROOT_INO, name("d"), 0o755, 0, 0).unwrap();
     assert_eq!(v.getattr(ROOT_INO).unwrap().nlink, 3);
     let f = create(&v, d.ino, "f");
-    assert!(matches!(v.mkdir(ROOT_INO, name("d"), 0o755, 0, 0), Err(StoreError::Exists(_))));
-    assert!(matches!(v.rmdir(ROOT_INO, name("d")), Err(StoreError::NotEmpty)));
-    assert!(matches!(v.unlink(ROOT_INO, name("d")), Err(StoreError::IsDir)));
+    assert!(matches!(
+        v.mkdir(ROOT_INO, name("d"), 0o755, 0, 0),
+        Err(StoreError::Exists(_))
+    ));
+    assert!(matches!(
+        v.rmdir(ROOT_INO, name("d")),
+        Err(StoreError::NotEmpty)
+    ));
+    assert!(matches!(
+        v.unlink(ROOT_INO, name("d")),
+        Err(StoreError::IsDir)
+    ));
     assert!(matches!(v.rmdir(d.ino, name("f")), Err(StoreError::NotDir)));
-    assert!(matches!(v.lookup(f.ino, name("x")), Err(StoreError::NotDir)));
-    assert!(matches!(v.lookup(ROOT_INO, name("nope")), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        v.lookup(f.ino, name("x")),
+        Err(StoreError::NotDir)
+    ));
+    assert!(matches!(
+        v.lookup(ROOT_INO, name("nope")),
+        Err(StoreError::NotFound(_))
+    ));
     let long = "n".repeat(256);
-    assert!(matches!(v.mkdir(ROOT_INO, name(&long), 0o755, 0, 0), Err(StoreError::NameTooLong)));
-    assert!(matches!(v.lookup(ROOT_INO, name(&long)), Err(StoreError::NameTooLong)));
+    assert!(matches!(
+        v.mkdir(ROOT_INO, name(&long), 0o755, 0, 0),
+        Err(StoreError::NameTooLong)
+    ));
+    assert!(matches!(
+        v.lookup(ROOT_INO, name(&long)),
+        Err(StoreError::NameTooLong)
+    ));
     v.unlink(d.ino, name("f")).unwrap();
     v.rmdir(ROOT_INO, name("d")).unwrap();
     assert_eq!(v.getattr(ROOT_INO).unwrap().nlink, 2);
-    let s = v.symlink(ROOT_INO, name("s"), OsStr::new("target/path"), 0, 0).unwrap();
+    let s = v
+        .symlink(ROOT_INO, name("s"), OsStr::new("target/path"), 0, 0)
+        .unwrap();
     assert_eq!(s.size, 11);
     assert_eq!(v.readlink(s.ino).unwrap(), b"target/path");
-    let fifo = v.mknod(ROOT_INO, name("p"), FileKind::Fifo, 0o600, 0, 0, 0).unwrap();
+    let fifo = v
+        .mknod(ROOT_INO, name("p"), FileKind::Fifo, 0o600, 0, 0, 0)
+        .unwrap();
     assert_eq!(fifo.kind, FileKind::Fifo);
-    let dev = v.mknod(ROOT_INO, name("c"), FileKind::CharDev, 0o600, 0x0103, 0, 0).unwrap();
+    let dev = v
+        .mknod(ROOT_INO, name("c"), FileKind::CharDev, 0o600, 0x0103, 0, 0)
+        .unwrap();
     assert_eq!(v.getattr(dev.ino).unwrap().rdev, 0x0103);
 }
 
@@ -315,30 +434,54 @@ fn rename_flags_and_directory_moves() {
     let y = create(&v, b, "y").ino;
     // Moving a directory below itself.
     let sub = v.mkdir(a, name("sub"), 0o755, 0, 0).unwrap().ino;
-    assert!(matches!(v.rename(ROOT_INO, name("a"), sub, name("a2"), none), Err(StoreError::Invalid(_))));
+    assert!(matches!(
+        v.rename(ROOT_INO, name("a"), sub, name("a2"), none),
+        Err(StoreError::Invalid(_))
+    ));
     // No-replace.
-    let noreplace = RenameFlags { noreplace: true, exchange: false };
+    let noreplace = RenameFlags {
+        noreplace: true,
+        exchange: false,
+    };
     v.link(y, a, name("y")).unwrap();
-    assert!(matches!(v.rename(a, name("x"), a, name("y"), noreplace), Err(StoreError::Exists(_))));
+    assert!(matches!(
+        v.rename(a, name("x"), a, name("y"), noreplace),
+        Err(StoreError::Exists(_))
+    ));
     v.unlink(a, name("y")).unwrap();
     // Exchange across directories.
-    let exchange = RenameFlags { noreplace: false, exchange: true };
+    let exchange = RenameFlags {
+        noreplace: false,
+        exchange: true,
+    };
     v.rename(a, name("x"), b, name("y"), exchange).unwrap();
     assert_eq!(v.lookup(a, name("x")).unwrap().ino, y);
     assert_eq!(v.lookup(b, name("y")).unwrap().ino, x);
-    assert!(matches!(v.rename(a, name("x"), b, name("zz"), exchange), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        v.rename(a, name("x"), b, name("zz"), exchange),
+        Err(StoreError::NotFound(_))
+    ));
     // Replace a file, then an empty directory; a non-empty one refuses.
     v.rename(a, name("x"), b, name("y"), none).unwrap();
     assert!(matches!(v.getattr(x), Err(StoreError::NotFound(_))));
     let empty = v.mkdir(b, name("empty"), 0o755, 0, 0).unwrap().ino;
-    assert!(matches!(v.rename(ROOT_INO, name("a"), b, name("y"), none), Err(StoreError::NotDir)));
-    assert!(matches!(v.rename(b, name("y"), b, name("empty"), none), Err(StoreError::IsDir)));
+    assert!(matches!(
+        v.rename(ROOT_INO, name("a"), b, name("y"), none),
+        Err(StoreError::NotDir)
+    ));
+    assert!(matches!(
+        v.rename(b, name("y"), b, name("empty"), none),
+        Err(StoreError::IsDir)
+    ));
     v.rename(a, name("sub"), b, name("empty"), none).unwrap();
     assert!(matches!(v.getattr(empty), Err(StoreError::NotFound(_))));
     assert_eq!(v.parent_of(sub).unwrap(), b);
     assert_eq!(v.getattr(a).unwrap().nlink, 2);
     assert_eq!(v.getattr(b).unwrap().nlink, 3);
-    assert!(matches!(v.rename(ROOT_INO, name("a"), ROOT_INO, name("b"), none), Err(StoreError::NotEmpty)));
+    assert!(matches!(
+        v.rename(ROOT_INO, name("a"), ROOT_INO, name("b"), none),
+        Err(StoreError::NotEmpty)
+    ));
     v.sync().unwrap();
     assert!(pool.fsck(false).unwrap().is_clean());
 }
@@ -393,20 +536,38 @@ fn xattrs_follow_linux_rules() {
     let f = create(&v, ROOT_INO, "f").ino;
     let n = name("user.k");
     assert!(matches!(v.getxattr(f, n), Err(StoreError::NoXattr)));
-    assert!(matches!(v.setxattr(f, n, b"v", XattrFlags::Replace), Err(StoreError::NoXattr)));
+    assert!(matches!(
+        v.setxattr(f, n, b"v", XattrFlags::Replace),
+        Err(StoreError::NoXattr)
+    ));
     v.setxattr(f, n, b"v1", XattrFlags::Create).unwrap();
-    assert!(matches!(v.setxattr(f, n, b"v", XattrFlags::Create), Err(StoreError::Exists(_))));
+    assert!(matches!(
+        v.setxattr(f, n, b"v", XattrFlags::Create),
+        Err(StoreError::Exists(_))
+    ));
     v.setxattr(f, n, b"v2", XattrFlags::Replace).unwrap();
     v.setxattr(f, name("user.a"), b"", XattrFlags::Any).unwrap();
     assert_eq!(v.getxattr(f, n).unwrap(), b"v2");
-    assert_eq!(v.listxattr(f).unwrap(), vec![b"user.a".to_vec(), b"user.k".to_vec()]);
-    assert!(matches!(v.setxattr(f, name(&"u".repeat(256)), b"", XattrFlags::Any), Err(StoreError::Range)));
-    assert!(matches!(v.setxattr(f, n, &vec![0; 65537], XattrFlags::Any), Err(StoreError::TooBig)));
+    assert_eq!(
+        v.listxattr(f).unwrap(),
+        vec![b"user.a".to_vec(), b"user.k".to_vec()]
+    );
+    assert!(matches!(
+        v.setxattr(f, name(&"u".repeat(256)), b"", XattrFlags::Any),
+        Err(StoreError::Range)
+    ));
+    assert!(matches!(
+        v.setxattr(f, n, &vec![0; 65537], XattrFlags::Any),
+        Err(StoreError::TooBig)
+    ));
     v.setxattr(f, n, &vec![1; 65536], XattrFlags::Any).unwrap();
     v.removexattr(f, n).unwrap();
     assert!(matches!(v.removexattr(f, n), Err(StoreError::NoXattr)));
     v.unlink(ROOT_INO, name("f")).unwrap();
-    assert!(matches!(v.getxattr(f, name("user.a")), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        v.getxattr(f, name("user.a")),
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -415,22 +576,51 @@ fn setattr_rules_setgid_and_chown() {
     pool.create_volume("v", VolumeOptions::default()).unwrap();
     let v = pool.open_volume("v").unwrap();
     let d = v.mkdir(ROOT_INO, name("shared"), 0o2775, 0, 500).unwrap();
-    let f = v.mknod(d.ino, name("f"), FileKind::File, 0o6755, 0, 1000, 1000).unwrap();
+    let f = v
+        .mknod(d.ino, name("f"), FileKind::File, 0o6755, 0, 1000, 1000)
+        .unwrap();
     assert_eq!(f.gid, 500, "setgid directory passes its group on");
     let sub = v.mkdir(d.ino, name("sub"), 0o755, 1000, 1000).unwrap();
     assert_eq!((sub.gid, sub.perm & 0o2000), (500, 0o2000));
     let before = v.getattr(f.ino).unwrap().ctime;
     std::thread::sleep(std::time::Duration::from_millis(5));
-    let a = v.setattr(f.ino, &SetAttr { uid: Some(2000), ..Default::default() }).unwrap();
+    let a = v
+        .setattr(
+            f.ino,
+            &SetAttr {
+                uid: Some(2000),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(a.perm & 0o6000, 0, "chown clears setuid and setgid");
     assert!(a.ctime > before);
-    let t = Timestamp { secs: 1_000_000, nsecs: 5 };
+    let t = Timestamp {
+        secs: 1_000_000,
+        nsecs: 5,
+    };
     let a = v
-        .setattr(f.ino, &SetAttr { atime: Some(TimeSet::At(t)), mtime: Some(TimeSet::Now), ..Default::default() })
+        .setattr(
+            f.ino,
+            &SetAttr {
+                atime: Some(TimeSet::At(t)),
+                mtime: Some(TimeSet::Now),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(a.atime, t);
     assert!(a.mtime.secs > 1_000_000);
-    assert!(matches!(v.setattr(d.ino, &SetAttr { size: Some(0), ..Default::default() }), Err(StoreError::IsDir)));
+    assert!(matches!(
+        v.setattr(
+            d.ino,
+            &SetAttr {
+                size: Some(0),
+                ..Default::default()
+            }
+        ),
+        Err(StoreError::IsDir)
+    ));
 }
 
 #[test]
@@ -447,7 +637,11 @@ fn copy_range_shares_aligned_chunks() {
     assert_eq!(v.copy_range(src, 0, dst, 0, 1 << 20).unwrap(), 1 << 20);
     v.sync().unwrap();
     assert_eq!(read_all(&v, dst), data);
-    assert_eq!(pool.usage().unwrap().physical_bytes, physical, "no new chunk bytes");
+    assert_eq!(
+        pool.usage().unwrap().physical_bytes,
+        physical,
+        "no new chunk bytes"
+    );
     // Unaligned copies copy bytes.
     let odd = create(&v, ROOT_INO, "odd").ino;
     assert_eq!(v.copy_range(src, 100, odd, 7, 200_000).unwrap(), 200_000);
@@ -480,15 +674,27 @@ fn fsck_finds_and_repairs_bad_refcounts() {
         assert_eq!(hashes.len(), 1);
         let mut b = Batch::default();
         b.add_ref(&hashes[0], 5);
-        b.put(keys::Cf::ChunkInfo, vec![7u8; 32], vec![0, 0, 0, 1, 0, 0, 0, 1]);
+        b.put(
+            keys::Cf::ChunkInfo,
+            vec![7u8; 32],
+            vec![0, 0, 0, 1, 0, 0, 0, 1],
+        );
         e.write(b, true).unwrap();
     }
     let pool = Pool::open(dir.path()).unwrap();
     let r = pool.fsck(true).unwrap();
-    assert_eq!((r.wrong_refcounts, r.leaked_chunks), (1, 1), "{:?}", r.problems);
+    assert_eq!(
+        (r.wrong_refcounts, r.leaked_chunks),
+        (1, 1),
+        "{:?}",
+        r.problems
+    );
     assert!(r.repaired);
     assert!(pool.fsck(false).unwrap().is_clean());
     assert_eq!(pool.gc().unwrap().chunks_deleted, 1);
     let v = pool.open_volume("v").unwrap();
-    assert_eq!(read_all(&v, v.lookup(ROOT_INO, name("f")).unwrap().ino), noise(1, 100_000));
+    assert_eq!(
+        read_all(&v, v.lookup(ROOT_INO, name("f")).unwrap().ino),
+        noise(1, 100_000)
+    );
 }
