@@ -1,0 +1,235 @@
+//! Persistence across a clean unmount and remount: content (including sparse holes and
+//! multi-chunk files), modes, owners, times, xattrs, symlinks, hard links, special
+//! files and empty directories; plus data written without fsync (the server flushes on
+//! SIGTERM).
+
+mod common;
+
+use common::*;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{symlink, FileExt, FileTypeExt, MetadataExt, PermissionsExt};
+
+#[test]
+fn everything_survives_a_remount() {
+    let mut m = Mount::default_mount();
+    let big = pattern(100, (5 * MIB + 777) as usize);
+    write_file(&m.path("big"), &big);
+    write_file(&m.path("empty"), b"");
+    fs::create_dir_all(m.path("a/b/c")).unwrap();
+    fs::create_dir(m.path("emptydir")).unwrap();
+    write_file(&m.path("a/b/c/deep"), b"deep file");
+
+    // Modes, owners, times.
+    write_file(&m.path("modes"), b"m");
+    fs::set_permissions(m.path("modes"), fs::Permissions::from_mode(0o4751)).unwrap();
+    chown(&m.path("a"), 1234, 5678).unwrap();
+    fs::set_permissions(m.path("a"), fs::Permissions::from_mode(0o2750)).unwrap();
+    utimensat(
+        &m.path("modes"),
+        ts(1_234_567_890, 111),
+        ts(1_300_000_000, 222),
+        0,
+    )
+    .unwrap();
+
+    // xattrs.
+    setxattr(&m.path("big"), "user.one", b"1", 0).unwrap();
+    setxattr(&m.path("big"), "user.bin", &[0, 255, 0], 0).unwrap();
+    setxattr(&m.path("a/b"), "user.dir", b"dir attr", 0).unwrap();
+    setxattr(&m.path("modes"), "trusted.t", b"trusted", 0).unwrap();
+
+    // Symlinks and hard links.
+    symlink("a/b/c/deep", m.path("link")).unwrap();
+    symlink("/absolute/dangling", m.path("dangling")).unwrap();
+    fs::hard_link(m.path("big"), m.path("a/big-link")).unwrap();
+    fs::hard_link(m.path("big"), m.path("a/b/big-link2")).unwrap();
+
+    // Special files.
+    mkfifo(&m.path("fifo"), 0o620).unwrap();
+    mknod(&m.path("chr"), libc::S_IFCHR | 0o600, libc::makedev(5, 1)).unwrap();
+
+    // Sparse file with holes at both ends of a data block.
+    let sp = File::create(m.path("sparse")).unwrap();
+    sp.write_at(b"middle", 64 * MIB).unwrap();
+    sp.set_len(200 * MIB).unwrap();
+    sp.sync_all().unwrap();
+    drop(sp);
+
+    // Written but never fsync'ed, still open at unmount time: must be flushed on SIGTERM.
+    let mut unsynced = File::create(m.path("unsynced")).unwrap();
+    let unsynced_data = pattern(101, (3 * MIB + 5) as usize);
+    unsynced.write_all(&unsynced_data).unwrap();
+    drop(unsynced);
+    let before = snapshot(&m);
+
+    m.remount();
+    let after = snapshot(&m);
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b, a, "attributes changed across remount");
+    }
+
+    assert_content(&m.path("big"), &big);
+    assert_content(&m.path("a/big-link"), &big);
+    assert_content(&m.path("empty"), b"");
+    assert_content(&m.path("a/b/c/deep"), b"deep file");
+    assert_content(&m.path("unsynced"), &unsynced_data);
+    assert_eq!(names(&m.path("emptydir")), Vec::<String>::new());
+
+    let md = fs::metadata(m.path("modes")).unwrap();
+    assert_eq!(md.mode() & 0o7777, 0o4751);
+    assert_eq!((md.atime(), md.atime_nsec()), (1_234_567_890, 111));
+    assert_eq!((md.mtime(), md.mtime_nsec()), (1_300_000_000, 222));
+    let md = fs::metadata(m.path("a")).unwrap();
+    assert_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (1234, 5678, 0o2750)
+    );
+
+    assert_eq!(
+        listxattr(&m.path("big")).unwrap(),
+        vec!["user.bin", "user.one"]
+    );
+    assert_eq!(
+        getxattr(&m.path("big"), "user.bin").unwrap(),
+        vec![0, 255, 0]
+    );
+    assert_eq!(getxattr(&m.path("a/b"), "user.dir").unwrap(), b"dir attr");
+    assert_eq!(getxattr(&m.path("modes"), "trusted.t").unwrap(), b"trusted");
+
+    assert_eq!(
+        fs::read_link(m.path("link")).unwrap(),
+        std::path::Path::new("a/b/c/deep")
+    );
+    assert_content(&m.path("link"), b"deep file");
+    assert_eq!(
+        fs::read_link(m.path("dangling")).unwrap(),
+        std::path::Path::new("/absolute/dangling")
+    );
+    let (i1, i2, i3) = (
+        fs::metadata(m.path("big")).unwrap(),
+        fs::metadata(m.path("a/big-link")).unwrap(),
+        fs::metadata(m.path("a/b/big-link2")).unwrap(),
+    );
+    assert_eq!((i1.ino(), i1.nlink()), (i2.ino(), 3));
+    assert_eq!(i3.ino(), i1.ino());
+
+    assert!(fs::symlink_metadata(m.path("fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let chr = fs::symlink_metadata(m.path("chr")).unwrap();
+    assert!(chr.file_type().is_char_device());
+    assert_eq!(chr.rdev(), libc::makedev(5, 1));
+
+    let sp = File::open(m.path("sparse")).unwrap();
+    assert_eq!(sp.metadata().unwrap().len(), 200 * MIB);
+    assert!(
+        sp.metadata().unwrap().blocks() * 512 <= 4 * MIB,
+        "holes were filled in"
+    );
+    let mut buf = vec![0u8; 16];
+    sp.read_exact_at(&mut buf, 64 * MIB - 5).unwrap();
+    assert_eq!(&buf, b"\0\0\0\0\0middle\0\0\0\0\0");
+
+    // Changes after a remount persist too (the second generation of the pool).
+    fs::remove_file(m.path("a/big-link")).unwrap();
+    fs::rename(m.path("a/b/c/deep"), m.path("emptydir/moved")).unwrap();
+    let mut f = OpenOptions::new().write(true).open(m.path("big")).unwrap();
+    f.write_all(b"HEAD").unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    m.remount();
+    let mut big2 = big.clone();
+    big2[..4].copy_from_slice(b"HEAD");
+    assert_content(&m.path("big"), &big2);
+    assert_eq!(fs::metadata(m.path("big")).unwrap().nlink(), 2);
+    assert_content(&m.path("emptydir/moved"), b"deep file");
+    assert_eq!(names(&m.path("a/b/c")), Vec::<String>::new());
+    m.unmount();
+    let out = m.tessera(&["fsck"]);
+    assert!(
+        out.status.success(),
+        "fsck found problems after the persistence test:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Everything `ls -lR --full-time` plus inode numbers would show, sorted by path.
+fn snapshot(m: &Mount) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(m.dir(), m.dir(), &mut out);
+    out.sort();
+    out
+}
+
+fn walk(root: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let p = e.path();
+        let md = fs::symlink_metadata(&p).unwrap();
+        let rel = p.strip_prefix(root).unwrap().display().to_string();
+        let size = if md.is_dir() { 0 } else { md.len() };
+        out.push(format!(
+            "{rel} ino={} mode={:o} nlink={} uid={} gid={} size={size} mtime={}.{} rdev={}",
+            md.ino(),
+            md.mode(),
+            md.nlink(),
+            md.uid(),
+            md.gid(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.rdev()
+        ));
+        if md.is_dir() {
+            walk(root, &p, out);
+        }
+    }
+}
+
+#[test]
+fn remount_of_a_volume_created_by_volume_create() {
+    let mut m = Mount::new(
+        MountOpts::default()
+            .size("256MiB")
+            .compression("zstd")
+            .precreate(),
+    );
+    let data = pattern(5, (2 * MIB) as usize);
+    write_file(&m.path("z"), &data);
+    let text: Vec<u8> = b"compressible "
+        .iter()
+        .cycle()
+        .take(3 * MIB as usize)
+        .copied()
+        .collect();
+    write_file(&m.path("text"), &text);
+    m.remount();
+    assert_content(&m.path("z"), &data);
+    assert_content(&m.path("text"), &text);
+    let st = statfs(m.dir()).unwrap();
+    assert!((st.f_blocks * st.f_bsize as u64).abs_diff(256 * MIB) <= 4 * MIB);
+    m.unmount();
+    // While unmounted the CLI can open the pool: the volume is listed with its size.
+    let out = m.tessera(&["--json", "volume", "info", "vol"]);
+    assert!(
+        out.status.success(),
+        "volume info: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("volume info --json");
+    assert_eq!(v["capacity"].as_u64(), Some(256 * MIB), "volume info: {v}");
+    assert_eq!(v["compression"].as_str(), Some("zstd"), "volume info: {v}");
+    // And the pool is consistent.
+    let out = m.tessera(&["fsck"]);
+    assert!(
+        out.status.success(),
+        "fsck after unmount: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.mount_again();
+    assert_content(&m.path("z"), &data);
+}
