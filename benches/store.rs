@@ -22,22 +22,36 @@ fn noise(seed: u64, len: usize) -> Vec<u8> {
 }
 
 fn fresh(name: &str) -> (tempfile::TempDir, Pool, Volume) {
-    let dir = tempfile::tempdir_in(std::env::var("TESSERA_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into())).unwrap();
+    let dir = tempfile::tempdir_in(
+        std::env::var("TESSERA_BENCH_DIR").unwrap_or_else(|_| "/var/tmp".into()),
+    )
+    .unwrap();
     let pool = Pool::open(dir.path()).unwrap();
-    pool.create_volume(name, VolumeOptions { capacity: 1 << 40, ..Default::default() }).unwrap();
+    pool.create_volume(
+        name,
+        VolumeOptions {
+            capacity: 1 << 40,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let vol = pool.open_volume(name).unwrap();
     (dir, pool, vol)
 }
 
 fn file(v: &Volume, n: &str) -> Ino {
-    v.mknod(ROOT_INO, &OsString::from(n), FileKind::File, 0o644, 0, 0, 0).unwrap().ino
+    v.mknod(ROOT_INO, &OsString::from(n), FileKind::File, 0o644, 0, 0, 0)
+        .unwrap()
+        .ino
 }
 
 fn sequential(c: &mut Criterion) {
     let total = 256 * MIB;
     let block = noise(1, MIB);
     let mut g = c.benchmark_group("sequential");
-    g.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Bytes(total as u64));
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Bytes(total as u64));
     g.bench_function("write_256MiB", |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
@@ -86,7 +100,8 @@ fn random_overwrite(c: &mut Criterion) {
     v.sync().unwrap();
     let blocks = 4096;
     let mut g = c.benchmark_group("random_overwrite_4k");
-    g.sample_size(10).throughput(Throughput::Bytes((blocks * 4096) as u64));
+    g.sample_size(10)
+        .throughput(Throughput::Bytes((blocks * 4096) as u64));
     let data = noise(9, 4096);
     let mut x = 88172645463325252u64;
     g.bench_function("4096_writes_then_flush", |b| {
@@ -107,8 +122,12 @@ fn random_overwrite(c: &mut Criterion) {
 fn metadata(c: &mut Criterion) {
     let n = 100_000;
     let mut g = c.benchmark_group("metadata");
-    g.sample_size(10).measurement_time(Duration::from_secs(20)).throughput(Throughput::Elements(n));
-    let names: Vec<OsString> = (0..n).map(|i| OsString::from(format!("entry-{i:06}"))).collect();
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .throughput(Throughput::Elements(n));
+    let names: Vec<OsString> = (0..n)
+        .map(|i| OsString::from(format!("entry-{i:06}")))
+        .collect();
     g.bench_function("create_100k", |b| {
         b.iter_custom(|iters| {
             let mut spent = Duration::ZERO;
@@ -116,7 +135,8 @@ fn metadata(c: &mut Criterion) {
                 let (_d, _p, v) = fresh("m");
                 let start = Instant::now();
                 for name in &names {
-                    v.mknod(ROOT_INO, name, FileKind::File, 0o644, 0, 0, 0).unwrap();
+                    v.mknod(ROOT_INO, name, FileKind::File, 0o644, 0, 0, 0)
+                        .unwrap();
                 }
                 spent += start.elapsed();
             }
@@ -125,7 +145,8 @@ fn metadata(c: &mut Criterion) {
     });
     let (_d, _p, v) = fresh("l");
     for name in &names {
-        v.mknod(ROOT_INO, name, FileKind::File, 0o644, 0, 0, 0).unwrap();
+        v.mknod(ROOT_INO, name, FileKind::File, 0o644, 0, 0, 0)
+            .unwrap();
     }
     g.bench_function("lookup_100k", |b| {
         b.iter(|| {

@@ -15,7 +15,8 @@ use tessera_proto::admin::v1 as pb;
 use tessera_proto::admin::v1::admin_client::AdminClient;
 use tessera_proto::admin::v1::admin_server::{Admin, AdminServer};
 use tessera_store::{
-    Compression, FsckReport, GcReport, Pool, PoolUsage, StoreError, Timestamp, VolumeInfo, VolumeOptions, VolumeUsage,
+    Compression, FsckReport, GcReport, Pool, PoolUsage, StoreError, Timestamp, VolumeInfo,
+    VolumeOptions, VolumeUsage,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,7 +33,10 @@ fn volume_to_pb(v: VolumeInfo) -> pb::Volume {
         inodes: v.inodes,
         chunk_size: v.chunk_size,
         compression: v.compression.to_string(),
-        created: Some(pb::Timestamp { secs: v.created.secs, nsecs: v.created.nsecs }),
+        created: Some(pb::Timestamp {
+            secs: v.created.secs,
+            nsecs: v.created.nsecs,
+        }),
         read_only: v.read_only,
         snapshot_of: v.snapshot_of,
     }
@@ -48,7 +52,10 @@ fn volume_from_pb(v: pb::Volume) -> Result<VolumeInfo> {
         inodes: v.inodes,
         chunk_size: v.chunk_size,
         compression: v.compression.parse().map_err(anyhow::Error::msg)?,
-        created: Timestamp { secs: created.secs, nsecs: created.nsecs },
+        created: Timestamp {
+            secs: created.secs,
+            nsecs: created.nsecs,
+        },
         read_only: v.read_only,
         snapshot_of: v.snapshot_of,
     })
@@ -171,7 +178,9 @@ struct Service {
     mounts: Arc<Vec<(String, PathBuf)>>,
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> + Send + 'static) -> Result<T, Status> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, Status> {
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Status::internal(format!("admin task failed: {e}")))?
@@ -193,47 +202,80 @@ fn syncfs_mount(mounts: &[(String, PathBuf)], volume: &str) {
 
 #[tonic::async_trait]
 impl Admin for Service {
-    async fn create_volume(&self, req: Request<pb::CreateVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
+    async fn create_volume(
+        &self,
+        req: Request<pb::CreateVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
         let r = req.into_inner();
         let compression: Compression = r.compression.parse().map_err(Status::invalid_argument)?;
         let pool = self.pool.clone();
-        let opts = VolumeOptions { capacity: r.capacity, chunk_size: r.chunk_size, compression };
+        let opts = VolumeOptions {
+            capacity: r.capacity,
+            chunk_size: r.chunk_size,
+            compression,
+        };
         let v = blocking(move || pool.create_volume(&r.name, opts)).await?;
         Ok(Response::new(volume_to_pb(v)))
     }
 
-    async fn list_volumes(&self, _: Request<pb::ListVolumesRequest>) -> Result<Response<pb::VolumeList>, Status> {
+    async fn list_volumes(
+        &self,
+        _: Request<pb::ListVolumesRequest>,
+    ) -> Result<Response<pb::VolumeList>, Status> {
         let pool = self.pool.clone();
         let vols = blocking(move || pool.list_volumes()).await?;
-        Ok(Response::new(pb::VolumeList { volumes: vols.into_iter().map(volume_to_pb).collect() }))
+        Ok(Response::new(pb::VolumeList {
+            volumes: vols.into_iter().map(volume_to_pb).collect(),
+        }))
     }
 
-    async fn get_volume(&self, req: Request<pb::VolumeName>) -> Result<Response<pb::Volume>, Status> {
+    async fn get_volume(
+        &self,
+        req: Request<pb::VolumeName>,
+    ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
         let name = req.into_inner().name;
-        Ok(Response::new(volume_to_pb(blocking(move || pool.volume_info(&name)).await?)))
+        Ok(Response::new(volume_to_pb(
+            blocking(move || pool.volume_info(&name)).await?,
+        )))
     }
 
-    async fn resize_volume(&self, req: Request<pb::ResizeVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
+    async fn resize_volume(
+        &self,
+        req: Request<pb::ResizeVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
         let r = req.into_inner();
-        Ok(Response::new(volume_to_pb(blocking(move || pool.resize_volume(&r.name, r.capacity)).await?)))
+        Ok(Response::new(volume_to_pb(
+            blocking(move || pool.resize_volume(&r.name, r.capacity)).await?,
+        )))
     }
 
-    async fn delete_volume(&self, req: Request<pb::VolumeName>) -> Result<Response<pb::Empty>, Status> {
+    async fn delete_volume(
+        &self,
+        req: Request<pb::VolumeName>,
+    ) -> Result<Response<pb::Empty>, Status> {
         let pool = self.pool.clone();
         let name = req.into_inner().name;
         blocking(move || pool.delete_volume(&name)).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn restore_volume(&self, req: Request<pb::RestoreVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
+    async fn restore_volume(
+        &self,
+        req: Request<pb::RestoreVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
         let r = req.into_inner();
-        Ok(Response::new(volume_to_pb(blocking(move || pool.restore_volume(&r.volume, &r.snapshot)).await?)))
+        Ok(Response::new(volume_to_pb(
+            blocking(move || pool.restore_volume(&r.volume, &r.snapshot)).await?,
+        )))
     }
 
-    async fn create_snapshot(&self, req: Request<pb::CreateSnapshotRequest>) -> Result<Response<pb::Volume>, Status> {
+    async fn create_snapshot(
+        &self,
+        req: Request<pb::CreateSnapshotRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
         let mounts = self.mounts.clone();
         let r = req.into_inner();
@@ -245,14 +287,22 @@ impl Admin for Service {
         Ok(Response::new(volume_to_pb(v)))
     }
 
-    async fn list_snapshots(&self, req: Request<pb::ListSnapshotsRequest>) -> Result<Response<pb::VolumeList>, Status> {
+    async fn list_snapshots(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::VolumeList>, Status> {
         let pool = self.pool.clone();
         let vol = req.into_inner().volume;
         let vols = blocking(move || pool.list_snapshots(vol.as_deref())).await?;
-        Ok(Response::new(pb::VolumeList { volumes: vols.into_iter().map(volume_to_pb).collect() }))
+        Ok(Response::new(pb::VolumeList {
+            volumes: vols.into_iter().map(volume_to_pb).collect(),
+        }))
     }
 
-    async fn clone_volume(&self, req: Request<pb::CloneVolumeRequest>) -> Result<Response<pb::Volume>, Status> {
+    async fn clone_volume(
+        &self,
+        req: Request<pb::CloneVolumeRequest>,
+    ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
         let mounts = self.mounts.clone();
         let r = req.into_inner();
@@ -273,13 +323,18 @@ impl Admin for Service {
     async fn gc(&self, _: Request<pb::Empty>) -> Result<Response<pb::GcReply>, Status> {
         let pool = self.pool.clone();
         let r = blocking(move || pool.gc()).await?;
-        Ok(Response::new(pb::GcReply { chunks_deleted: r.chunks_deleted, bytes_freed: r.bytes_freed }))
+        Ok(Response::new(pb::GcReply {
+            chunks_deleted: r.chunks_deleted,
+            bytes_freed: r.bytes_freed,
+        }))
     }
 
     async fn fsck(&self, req: Request<pb::FsckRequest>) -> Result<Response<pb::FsckReply>, Status> {
         let pool = self.pool.clone();
         let repair = req.into_inner().repair;
-        Ok(Response::new(fsck_to_pb(blocking(move || pool.fsck(repair)).await?)))
+        Ok(Response::new(fsck_to_pb(
+            blocking(move || pool.fsck(repair)).await?,
+        )))
     }
 }
 
@@ -325,7 +380,10 @@ pub fn serve(pool: Pool, data_dir: &Path, mounts: Vec<(String, PathBuf)>) -> Res
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", socket.display()))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let service = Service { pool, mounts: Arc::new(mounts) };
+    let service = Service {
+        pool,
+        mounts: Arc::new(mounts),
+    };
     let thread = std::thread::Builder::new()
         .name("tessera-admin".into())
         .spawn(move || {
@@ -343,7 +401,11 @@ pub fn serve(pool: Pool, data_dir: &Path, mounts: Vec<(String, PathBuf)>) -> Res
             rt.shutdown_timeout(std::time::Duration::from_secs(5));
         })
         .context("starting the admin thread")?;
-    Ok(AdminHandle { shutdown: Some(tx), thread: Some(thread), socket })
+    Ok(AdminHandle {
+        shutdown: Some(tx),
+        thread: Some(thread),
+        socket,
+    })
 }
 
 // --------------------------------------------------------------------- client
@@ -360,7 +422,9 @@ impl Remote {
         if !socket.exists() {
             return Ok(None);
         }
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let path = socket.clone();
         let channel = rt.block_on(async move {
             tonic::transport::Endpoint::try_from("http://tessera.admin")?
@@ -374,7 +438,10 @@ impl Remote {
                 .await
         });
         match channel {
-            Ok(ch) => Ok(Some(Remote { rt, client: AdminClient::new(ch) })),
+            Ok(ch) => Ok(Some(Remote {
+                rt,
+                client: AdminClient::new(ch),
+            })),
             // Nobody listens: a socket left by a server that died. The direct
             // path will open the pool (or say who holds it).
             Err(e) => {
@@ -392,7 +459,11 @@ impl Remote {
         let client = self.client.clone();
         match self.rt.block_on(f(client)) {
             Ok(r) => Ok(r.into_inner()),
-            Err(s) => Err(CliError { exit: exit_of(s.code()), message: s.message().to_string() }.into()),
+            Err(s) => Err(CliError {
+                exit: exit_of(s.code()),
+                message: s.message().to_string(),
+            }
+            .into()),
         }
     }
 }
@@ -409,7 +480,8 @@ impl Backend {
         if let Some(r) = Remote::connect(data_dir)? {
             return Ok(Backend::Remote(Box::new(r)));
         }
-        let pool = Pool::open(data_dir).with_context(|| format!("opening pool {}", data_dir.display()))?;
+        let pool =
+            Pool::open(data_dir).with_context(|| format!("opening pool {}", data_dir.display()))?;
         Ok(Backend::Direct(pool))
     }
 
@@ -454,7 +526,10 @@ impl Backend {
         match self {
             Backend::Direct(p) => Ok(p.resize_volume(name, capacity)?),
             Backend::Remote(r) => {
-                let req = pb::ResizeVolumeRequest { name: name.into(), capacity };
+                let req = pb::ResizeVolumeRequest {
+                    name: name.into(),
+                    capacity,
+                };
                 volume_from_pb(r.call(|mut c| async move { c.resize_volume(req).await })?)
             }
         }
@@ -475,7 +550,10 @@ impl Backend {
         match self {
             Backend::Direct(p) => Ok(p.restore_volume(volume, snapshot)?),
             Backend::Remote(r) => {
-                let req = pb::RestoreVolumeRequest { volume: volume.into(), snapshot: snapshot.into() };
+                let req = pb::RestoreVolumeRequest {
+                    volume: volume.into(),
+                    snapshot: snapshot.into(),
+                };
                 volume_from_pb(r.call(|mut c| async move { c.restore_volume(req).await })?)
             }
         }
@@ -485,7 +563,10 @@ impl Backend {
         match self {
             Backend::Direct(p) => Ok(p.create_snapshot(volume, snapshot)?),
             Backend::Remote(r) => {
-                let req = pb::CreateSnapshotRequest { volume: volume.into(), snapshot: snapshot.into() };
+                let req = pb::CreateSnapshotRequest {
+                    volume: volume.into(),
+                    snapshot: snapshot.into(),
+                };
                 volume_from_pb(r.call(|mut c| async move { c.create_snapshot(req).await })?)
             }
         }
@@ -495,7 +576,9 @@ impl Backend {
         match self {
             Backend::Direct(p) => Ok(p.list_snapshots(volume)?),
             Backend::Remote(r) => {
-                let req = pb::ListSnapshotsRequest { volume: volume.map(str::to_string) };
+                let req = pb::ListSnapshotsRequest {
+                    volume: volume.map(str::to_string),
+                };
                 r.call(|mut c| async move { c.list_snapshots(req).await })?
                     .volumes
                     .into_iter()
@@ -509,7 +592,10 @@ impl Backend {
         match self {
             Backend::Direct(p) => Ok(p.clone_volume(source, name)?),
             Backend::Remote(r) => {
-                let req = pb::CloneVolumeRequest { source: source.into(), name: name.into() };
+                let req = pb::CloneVolumeRequest {
+                    source: source.into(),
+                    name: name.into(),
+                };
                 volume_from_pb(r.call(|mut c| async move { c.clone_volume(req).await })?)
             }
         }
@@ -518,7 +604,11 @@ impl Backend {
     pub fn usage(&mut self) -> Result<(PoolUsage, Vec<VolumeUsage>)> {
         match self {
             Backend::Direct(p) => Ok((p.usage()?, p.volume_usage()?)),
-            Backend::Remote(r) => Ok(usage_from_pb(r.call(|mut c| async move { c.usage(pb::Empty {}).await })?)),
+            Backend::Remote(r) => {
+                Ok(usage_from_pb(r.call(|mut c| async move {
+                    c.usage(pb::Empty {}).await
+                })?))
+            }
         }
     }
 
@@ -527,7 +617,10 @@ impl Backend {
             Backend::Direct(p) => Ok(p.gc()?),
             Backend::Remote(r) => {
                 let g = r.call(|mut c| async move { c.gc(pb::Empty {}).await })?;
-                Ok(GcReport { chunks_deleted: g.chunks_deleted, bytes_freed: g.bytes_freed })
+                Ok(GcReport {
+                    chunks_deleted: g.chunks_deleted,
+                    bytes_freed: g.bytes_freed,
+                })
             }
         }
     }
@@ -537,7 +630,9 @@ impl Backend {
             Backend::Direct(p) => Ok(p.fsck(repair)?),
             Backend::Remote(r) => {
                 let req = pb::FsckRequest { repair };
-                Ok(fsck_from_pb(r.call(|mut c| async move { c.fsck(req).await })?))
+                Ok(fsck_from_pb(
+                    r.call(|mut c| async move { c.fsck(req).await })?,
+                ))
             }
         }
     }

@@ -236,9 +236,9 @@ fn volume(json: bool, dir: &Path, cmd: &VolumeCommand) -> Result<()> {
         }
         VolumeCommand::Restore { name, snapshot } => {
             let mut pool = backend(dir)?;
-            let info = pool
-                .restore_volume(name, snapshot)
-                .with_context(|| format!("restoring volume {name} from snapshot {name}@{snapshot}"))?;
+            let info = pool.restore_volume(name, snapshot).with_context(|| {
+                format!("restoring volume {name} from snapshot {name}@{snapshot}")
+            })?;
             if json {
                 output::json(&VolumeJson::from(&info))
             } else {
@@ -403,7 +403,11 @@ fn usage(json: bool, dir: &Path) -> Result<()> {
                 v.name.clone(),
                 format_size(v.logical_bytes),
                 format_size(v.exclusive_bytes),
-                if v.read_only { "-".into() } else { v.snapshots.to_string() },
+                if v.read_only {
+                    "-".into()
+                } else {
+                    v.snapshots.to_string()
+                },
             ]);
         }
         print!("{table}");
@@ -451,7 +455,9 @@ fn snapshot(json: bool, dir: &Path, cmd: &SnapshotCommand) -> Result<()> {
         }
         SnapshotCommand::Info { name } => {
             let full = snapshot_name(name)?;
-            let info = pool.volume_info(&full).with_context(|| format!("snapshot {full}"))?;
+            let info = pool
+                .volume_info(&full)
+                .with_context(|| format!("snapshot {full}"))?;
             if json {
                 return output::json(&VolumeJson::from(&info));
             }
@@ -460,13 +466,16 @@ fn snapshot(json: bool, dir: &Path, cmd: &SnapshotCommand) -> Result<()> {
         }
         SnapshotCommand::Delete { name } => {
             let full = snapshot_name(name)?;
-            pool.volume_info(&full).with_context(|| format!("snapshot {full}"))?;
+            pool.volume_info(&full)
+                .with_context(|| format!("snapshot {full}"))?;
             pool.delete_volume(&full)
                 .with_context(|| format!("deleting snapshot {full}"))?;
             if json {
                 output::json(&serde_json::json!({ "deleted": full }))
             } else {
-                println!("deleted snapshot {full} (run `tessera gc` to reclaim unreferenced chunks)");
+                println!(
+                    "deleted snapshot {full} (run `tessera gc` to reclaim unreferenced chunks)"
+                );
                 Ok(())
             }
         }

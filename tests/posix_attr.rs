@@ -710,6 +710,14 @@ fn utimensat_before_the_epoch() {
     assert_eq!(mtime(&p), (-1, 0));
     // With nanoseconds: -1_000_000 s + 5 ns (timespec keeps tv_nsec positive).
     utimensat(&p, ts(-1_000_000, 5), ts(-2, 999_999_999), 0).unwrap();
-    assert_eq!(atime(&p), (-1_000_000, 5), "pre-epoch atime with nanoseconds");
-    assert_eq!(mtime(&p), (-2, 999_999_999), "pre-epoch mtime with nanoseconds");
+    assert_eq!(
+        atime(&p),
+        (-1_000_000, 5),
+        "pre-epoch atime with nanoseconds"
+    );
+    assert_eq!(
+        mtime(&p),
+        (-2, 999_999_999),
+        "pre-epoch mtime with nanoseconds"
+    );
 }

@@ -409,7 +409,10 @@ fn fallocate_allocate_keep_size_and_punch_hole() {
     // With the writeback cache the kernel refreshes st_blocks on close, not on fsync.
     drop(f);
     let blocks_before = fs::metadata(&p).unwrap().blocks();
-    assert!(blocks_before >= 4 * MIB / 512, "4 MiB of data in {blocks_before} blocks");
+    assert!(
+        blocks_before >= 4 * MIB / 512,
+        "4 MiB of data in {blocks_before} blocks"
+    );
     let f = rw(&p);
     let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     fallocate(&f, punch, MIB, MIB).unwrap();
