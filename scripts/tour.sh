@@ -120,15 +120,15 @@ printf '\n$ df -h %s\n' "$MNT"
 df -h "$MNT"
 ls -l "$MNT"
 
-# One process opens a pool at a time: usage is read once the mount has stopped.
-stop_mount
-t volume info demo
+# The mount holds the pool; these commands reach it through its admin socket.
 t usage
-
 ratio="$("$BIN" --data-dir "$DATA" --json usage | tr -d ' \n' | sed -n 's/.*"dedup_ratio":\([0-9.eE+-]*\).*/\1/p')"
 awk -v r="$ratio" 'BEGIN { exit !(r >= 1.9 && r <= 2.1) }' ||
     die "expected a dedup ratio of about 2 after copying the file, got '${ratio}'"
 log "dedup ratio $ratio: two files, one copy of their chunks"
+
+stop_mount
+t volume info demo
 
 log "remounting and verifying the checksums survived"
 start_mount

@@ -155,10 +155,23 @@ pub fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// A time from a kernel request. fuser 0.18 turns the kernel's pre-epoch
+/// `(secs < 0, nsec)` into `EPOCH - (|secs| + nsec)` instead of
+/// `EPOCH - |secs| + nsec`; that mapping is one-to-one, so undo it here.
+fn request_time(t: SystemTime) -> Timestamp {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(_) => Timestamp::from_system_time(t),
+        Err(e) => {
+            let d = e.duration();
+            Timestamp { secs: -(d.as_secs() as i64), nsecs: d.subsec_nanos() }
+        }
+    }
+}
+
 fn time_set(t: TimeOrNow) -> TimeSet {
     match t {
         TimeOrNow::Now => TimeSet::Now,
-        TimeOrNow::SpecificTime(t) => TimeSet::At(Timestamp::from_system_time(t)),
+        TimeOrNow::SpecificTime(t) => TimeSet::At(request_time(t)),
     }
 }
 
@@ -386,7 +399,7 @@ impl Filesystem for TesseraFs {
             size,
             atime: atime.map(time_set),
             mtime: mtime.map(time_set),
-            ctime: ctime.map(Timestamp::from_system_time),
+            ctime: ctime.map(request_time),
             ..SetAttr::default()
         };
         match self.do_setattr(req, ino.0, mode, uid, gid, set) {
