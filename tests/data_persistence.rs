@@ -233,3 +233,72 @@ fn remount_of_a_volume_created_by_volume_create() {
     m.mount_again();
     assert_content(&m.path("z"), &data);
 }
+
+#[test]
+fn fsynced_data_survives_kill_9_and_the_stale_mount_is_cleaned() {
+    let mut m = Mount::default_mount();
+    let synced = pattern(200, (3 * MIB + 3) as usize);
+    fs::create_dir(m.path("dir")).unwrap();
+    write_file(&m.path("dir/synced"), &synced);
+    setxattr(&m.path("dir/synced"), "user.k", b"v", 0).unwrap();
+    fs::rename(m.path("dir/synced"), m.path("dir/renamed")).unwrap();
+    let syncfs = File::open(m.dir()).unwrap();
+    // SAFETY: valid fd. syncfs makes the namespace changes durable too.
+    cvt(unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&syncfs)) }).unwrap();
+    drop(syncfs);
+
+    // In-flight, never fsync'ed writes at the moment of the crash.
+    let mut pending = File::create(m.path("pending")).unwrap();
+    pending
+        .write_all(&pattern(201, (5 * MIB) as usize))
+        .unwrap();
+
+    let stale = m.crash();
+    // The kernel now fails requests on the dead connection.
+    let e = statfs(m.dir()).expect_err("statfs on a dead mount succeeded");
+    assert!(
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOTCONN) | Some(libc::ECONNABORTED)
+        ),
+        "statfs on a dead mount: {e}"
+    );
+    drop(pending);
+
+    m.mount_after_crash(&stale);
+    assert_content(&m.path("dir/renamed"), &synced);
+    assert_eq!(getxattr(&m.path("dir/renamed"), "user.k").unwrap(), b"v");
+    assert!(!m.path("dir/synced").exists());
+    // Unsynced data may be lost but what is there must be readable and no longer than written.
+    if let Ok(md) = fs::metadata(m.path("pending")) {
+        assert!(md.len() <= 5 * MIB);
+        let _ = fs::read(m.path("pending")).expect("reading a file cut by the crash");
+    }
+    // And the volume keeps working.
+    write_file(&m.path("after-crash"), b"fine");
+    assert_content(&m.path("after-crash"), b"fine");
+    m.unmount();
+    let out = m.tessera(&["fsck"]);
+    assert!(
+        out.status.success(),
+        "fsck after kill -9 and recovery:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn harness_cleans_up_a_stopped_server_without_hanging() {
+    // A hung server (SIGSTOP) must not hang the test run: Drop aborts the connection,
+    // kills the server and detaches the mount point.
+    let m = Mount::default_mount();
+    write_file(&m.path("f"), b"x");
+    let dir = m.dir().to_path_buf();
+    m.signal_server(libc::SIGSTOP);
+    drop(m);
+    assert!(
+        find_mount(&dir).is_none(),
+        "{} still mounted",
+        dir.display()
+    );
+}

@@ -463,7 +463,7 @@ fn random_operations_match_the_host_file_system() {
     let ops: usize = std::env::var("TESSERA_DIFF_OPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(700);
+        .unwrap_or(1500);
     eprintln!("differential: seed {seed}, {ops} operations");
 
     let mut m = Mount::default_mount();
@@ -516,6 +516,28 @@ fn random_operations_match_the_host_file_system() {
     // Everything must also survive a remount.
     m.remount();
     compare_trees(&pair, "after remount", &ctx(&log));
+
+    // The comparison itself must be able to fail: diverge on purpose, on the host only.
+    let st = State::scan(&pair.host);
+    let changed = st.files.first().cloned();
+    match &changed {
+        Some(f) => {
+            let h = OpenOptions::new()
+                .append(true)
+                .open(pair.host.join(f))
+                .unwrap();
+            h.write_all_at(b"!", 0).unwrap();
+            (&h).write_all(b"divergence").unwrap();
+        }
+        None => fs::write(pair.host.join("divergence-probe"), b"host only").unwrap(),
+    }
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        compare_trees(&pair, "self-check", "(deliberate divergence)")
+    }));
+    assert!(
+        caught.is_err(),
+        "compare_trees did not notice a deliberate difference in {changed:?}"
+    );
 }
 
 fn show(o: &Outcome) -> String {

@@ -467,8 +467,7 @@ fn enospc_at_the_quota_and_recovery() {
         Some(e) => e,
         None => f
             .sync_all()
-            .err()
-            .expect("wrote 32 MiB into an 8 MiB volume and fsync succeeded"),
+            .expect_err("wrote 32 MiB into an 8 MiB volume and fsync succeeded"),
     };
     assert_eq!(
         failure.raw_os_error(),

@@ -163,7 +163,10 @@ fn request_time(t: SystemTime) -> Timestamp {
         Ok(_) => Timestamp::from_system_time(t),
         Err(e) => {
             let d = e.duration();
-            Timestamp { secs: -(d.as_secs() as i64), nsecs: d.subsec_nanos() }
+            Timestamp {
+                secs: -(d.as_secs() as i64),
+                nsecs: d.subsec_nanos(),
+            }
         }
     }
 }

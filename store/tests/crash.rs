@@ -57,6 +57,8 @@ fn crash_child() {
             )
             .unwrap();
         }
+        // A crash may have left this name behind (created, unlink not yet persisted).
+        let _ = v.unlink(ROOT_INO, name(&format!("tmp{i}")));
         let tmp = create(&v, ROOT_INO, &format!("tmp{i}"));
         write_all(&v, tmp.ino, 0, &noise(i + 9, 70_000));
         v.flush(tmp.ino).unwrap();
@@ -92,6 +94,10 @@ fn kill_nine_loses_nothing_synced() {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         std::thread::sleep(Duration::from_millis(150 + seed % 500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: the child died before it was killed"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
 

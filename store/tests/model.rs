@@ -196,11 +196,11 @@ impl World {
                     return;
                 };
                 let r = self.v().link(self.inos[&f], ROOT_INO, name(&fname(to)));
-                if self.names.contains_key(&to) {
-                    assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}");
-                } else {
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.names.entry(to) {
                     r.unwrap();
-                    self.names.insert(to, f);
+                    slot.insert(f);
+                } else {
+                    assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}");
                 }
             }
             Op::Unlink { n } => {

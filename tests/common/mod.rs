@@ -599,6 +599,76 @@ impl Mount {
         self.spawn(false);
     }
 
+    /// Sends `sig` to the server (e.g. SIGSTOP to simulate a hung server).
+    pub fn signal_server(&self, sig: libc::c_int) {
+        signal(self.child.as_ref().expect("not mounted"), sig);
+    }
+
+    /// Kills the server with SIGKILL (a crash): the mount point is left behind as a dead
+    /// FUSE mount ("Transport endpoint is not connected").
+    pub fn crash(&mut self) -> MountInfo {
+        let stale = self.info();
+        let mut child = self.child.take().expect("crash: not mounted");
+        self.watchdog = None;
+        signal(&child, libc::SIGKILL);
+        let status = wait_timeout(&mut child, Duration::from_secs(30))
+            .expect("the server survived SIGKILL for 30 s");
+        assert_eq!(
+            status.signal(),
+            Some(libc::SIGKILL),
+            "server exit: {status:?}"
+        );
+        stale
+    }
+
+    /// After [`Mount::crash`]: mounts the volume again on the same (stale) mount point,
+    /// which `tessera mount` itself must clean up.
+    pub fn mount_after_crash(&mut self, stale: &MountInfo) {
+        assert!(self.child.is_none(), "already mounted");
+        self.spawns += 1;
+        self.log = self.data_dir().join(format!("mount-{}.log", self.spawns));
+        let log = File::create(&self.log).expect("creating server log");
+        let mut child = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("mount")
+            .arg(&self.opts.volume)
+            .arg(&self.dir)
+            .env_remove("TESSERA_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawning tessera mount");
+        let deadline = Instant::now() + MOUNT_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for tessera mount") {
+                panic!(
+                    "tessera mount over a stale mount point exited ({}); server log:\n{}",
+                    describe(status),
+                    self.server_log()
+                );
+            }
+            match find_mount(&self.dir) {
+                Some(info) if (info.major, info.minor) != (stale.major, stale.minor) => break,
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                signal(&child, libc::SIGKILL);
+                let _ = wait_timeout(&mut child, Duration::from_secs(5));
+                panic!(
+                    "no fresh mount at {} within {:?} (stale one: {stale:?}); server log:\n{}",
+                    self.dir.display(),
+                    MOUNT_TIMEOUT,
+                    self.server_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.child = Some(child);
+        self.watchdog = Some(Watchdog::start(self.dir.clone(), self.opts.watchdog));
+    }
+
     fn hard_stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             signal(&child, libc::SIGTERM);
