@@ -15,8 +15,8 @@ use tessera_proto::admin::v1 as pb;
 use tessera_proto::admin::v1::admin_client::AdminClient;
 use tessera_proto::admin::v1::admin_server::{Admin, AdminServer};
 use tessera_store::{
-    Compression, FsckReport, GcReport, Pool, PoolUsage, StoreError, Timestamp, VolumeInfo,
-    VolumeOptions, VolumeUsage,
+    Compression, FsckReport, GcReport, Pool, PoolUsage, Progress, StoreError, Timestamp,
+    VolumeInfo, VolumeOptions, VolumeUsage,
 };
 use tonic::{Request, Response, Status};
 
@@ -612,11 +612,14 @@ impl Backend {
         }
     }
 
-    pub fn gc(&mut self) -> Result<GcReport> {
+    /// GC; `progress(done, total)` follows it (for a remote server: start and end).
+    pub fn gc(&mut self, progress: &mut Progress) -> Result<GcReport> {
         match self {
-            Backend::Direct(p) => Ok(p.gc()?),
+            Backend::Direct(p) => Ok(p.gc_with_progress(progress)?),
             Backend::Remote(r) => {
+                progress(0, 1);
                 let g = r.call(|mut c| async move { c.gc(pb::Empty {}).await })?;
+                progress(1, 1);
                 Ok(GcReport {
                     chunks_deleted: g.chunks_deleted,
                     bytes_freed: g.bytes_freed,
@@ -625,14 +628,16 @@ impl Backend {
         }
     }
 
-    pub fn fsck(&mut self, repair: bool) -> Result<FsckReport> {
+    /// fsck; `progress(done, total)` follows it (for a remote server: start and end).
+    pub fn fsck(&mut self, repair: bool, progress: &mut Progress) -> Result<FsckReport> {
         match self {
-            Backend::Direct(p) => Ok(p.fsck(repair)?),
+            Backend::Direct(p) => Ok(p.fsck_with_progress(repair, progress)?),
             Backend::Remote(r) => {
+                progress(0, 1);
                 let req = pb::FsckRequest { repair };
-                Ok(fsck_from_pb(
-                    r.call(|mut c| async move { c.fsck(req).await })?,
-                ))
+                let report = fsck_from_pb(r.call(|mut c| async move { c.fsck(req).await })?);
+                progress(1, 1);
+                Ok(report)
             }
         }
     }

@@ -506,9 +506,38 @@ fn clone(json: bool, dir: &Path, source: &str, name: &str) -> Result<()> {
     }
 }
 
+/// A progress bar on stderr when it is a terminal (and output is not JSON).
+fn progress_bar(json: bool, what: &str) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {elapsed}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    Some(bar)
+}
+
+fn update(bar: &Option<indicatif::ProgressBar>, done: u64, total: u64) {
+    if let Some(b) = bar {
+        b.set_length(total);
+        b.set_position(done);
+    }
+}
+
 fn gc(json: bool, dir: &Path) -> Result<()> {
     let mut pool = backend(dir)?;
-    let report = pool.gc().context("garbage collection")?;
+    let bar = progress_bar(json, "gc");
+    let report = pool
+        .gc(&mut |done, total| update(&bar, done, total))
+        .context("garbage collection")?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     if json {
         output::json(&report)
     } else {
@@ -523,7 +552,13 @@ fn gc(json: bool, dir: &Path) -> Result<()> {
 
 fn fsck(json: bool, dir: &Path, repair: bool) -> Result<()> {
     let mut pool = backend(dir)?;
-    let report = pool.fsck(repair).context("fsck")?;
+    let bar = progress_bar(json, "fsck");
+    let report = pool
+        .fsck(repair, &mut |done, total| update(&bar, done, total))
+        .context("fsck")?;
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
     let found = report.problems.len();
     // Problems found by a repairing run that reports success are fixed; any other
     // problem is still there.

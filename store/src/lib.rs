@@ -69,7 +69,9 @@ mod types;
 mod volume;
 
 pub use error::{Result, StoreError};
-pub use pool::{validate_volume_name, FsckReport, GcReport, Pool, DIRTY_BUDGET, FORMAT_VERSION};
+pub use pool::{
+    validate_volume_name, FsckReport, GcReport, Pool, Progress, DIRTY_BUDGET, FORMAT_VERSION,
+};
 pub use snapshot::{split_snapshot_name, VolumeUsage};
 pub use types::*;
 pub use volume::{Volume, MAX_FILE_SIZE};

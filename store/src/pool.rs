@@ -46,6 +46,9 @@ impl Drop for PoolInner {
     }
 }
 
+/// Called with (done, total) as a long operation advances.
+pub type Progress<'a> = dyn FnMut(u64, u64) + 'a;
+
 /// What a GC pass did.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcReport {
@@ -437,6 +440,11 @@ impl Pool {
     /// Deletes chunks no metadata references. Holds the gate exclusively, so
     /// no commit can add a reference to a chunk while it is being judged.
     pub fn gc(&self) -> Result<GcReport> {
+        self.gc_with_progress(&mut |_, _| {})
+    }
+
+    /// [`Pool::gc`], calling `progress(done, total)` as chunks are judged.
+    pub fn gc_with_progress(&self, progress: &mut Progress) -> Result<GcReport> {
         self.sync()?;
         let _gate = self.inner.gate.write();
         let mut dead = Vec::new();
@@ -448,6 +456,8 @@ impl Pool {
                 Ok(true)
             })?;
         let mut report = GcReport::default();
+        let total = dead.len() as u64;
+        progress(0, total);
         for chunk in dead.chunks(256) {
             let mut batch = Batch::default();
             for hash in chunk {
@@ -461,6 +471,7 @@ impl Pool {
                 report.chunks_deleted += 1;
             }
             self.engine().write(batch, true)?;
+            progress(report.chunks_deleted, total);
         }
         Ok(report)
     }
@@ -468,6 +479,12 @@ impl Pool {
     /// Recounts references from the metadata and checks the namespace.
     /// Runs with the gate held exclusively and every open volume flushed.
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
+        self.fsck_with_progress(repair, &mut |_, _| {})
+    }
+
+    /// [`Pool::fsck`], calling `progress(done, total)`: one step for the
+    /// chunk recount, then one per volume.
+    pub fn fsck_with_progress(&self, repair: bool, progress: &mut Progress) -> Result<FsckReport> {
         self.sync()?;
         let _gate = self.inner.gate.write();
         let mut report = FsckReport::default();
@@ -521,12 +538,17 @@ impl Pool {
             }
             Ok(true)
         })?;
-        for rec in self.all_records()? {
-            if rec.state != VolumeState::Active {
-                continue;
-            }
+        let records: Vec<VolumeRecord> = self
+            .all_records()?
+            .into_iter()
+            .filter(|r| r.state == VolumeState::Active)
+            .collect();
+        let total = records.len() as u64 + 1;
+        progress(1, total);
+        for rec in records {
             report.volumes += 1;
             self.fsck_volume(&rec, &mut report, &mut fix)?;
+            progress(report.volumes + 1, total);
         }
         if repair && !fix.is_empty() {
             engine.write(fix, true)?;

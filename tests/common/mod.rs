@@ -140,6 +140,8 @@ impl MountOpts {
 /// One line of `/proc/self/mountinfo`.
 #[derive(Clone, Debug)]
 pub struct MountInfo {
+    /// The mount ID (unique while mounted; never reused by the next mount right away).
+    pub id: u64,
     pub major: u32,
     pub minor: u32,
     pub mount_point: PathBuf,
@@ -182,9 +184,24 @@ fn unescape(s: &str) -> Vec<u8> {
 
 /// The mountinfo entry whose mount point is `dir` (the last one if stacked).
 pub fn find_mount(dir: &Path) -> Option<MountInfo> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    find_mounts(dir).pop()
+}
+
+/// Whether statfs on `dir` succeeds (a dead FUSE mount fails fast with ENOTCONN).
+fn nix_statfs_ok(dir: &Path) -> bool {
+    let c = cstr(dir);
+    let mut buf: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    unsafe { libc::statfs(c.as_ptr(), &mut buf) == 0 }
+}
+
+/// Every `/proc/self/mountinfo` entry at `dir`, oldest first.
+pub fn find_mounts(dir: &Path) -> Vec<MountInfo> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
     let want = dir.as_os_str().as_bytes();
-    let mut found = None;
+    let mut found = Vec::new();
     for line in text.lines() {
         // id parent major:minor root mount-point options [optional...] - fstype source super-options
         let fields: Vec<&str> = line.split(' ').collect();
@@ -202,7 +219,8 @@ pub fn find_mount(dir: &Path) -> Option<MountInfo> {
             ),
             None => (String::new(), String::new()),
         };
-        found = Some(MountInfo {
+        found.push(MountInfo {
+            id: fields[0].parse().unwrap_or(0),
             major: maj.parse().unwrap_or(0),
             minor: min.parse().unwrap_or(0),
             mount_point: dir.to_path_buf(),
@@ -649,9 +667,14 @@ impl Mount {
                     self.server_log()
                 );
             }
-            match find_mount(&self.dir) {
-                Some(info) if (info.major, info.minor) != (stale.major, stale.minor) => break,
-                _ => {}
+            // Mount ids and FUSE device minors are recycled, so the fresh mount can
+            // carry the stale one's id: also accept the server's own word once the
+            // mount point answers statfs again (a stale one gives ENOTCONN).
+            let live = find_mount(&self.dir).is_some()
+                && self.server_log().contains("tessera: mounted volume")
+                && nix_statfs_ok(&self.dir);
+            if live || find_mounts(&self.dir).iter().any(|m| m.id != stale.id) {
+                break;
             }
             if Instant::now() >= deadline {
                 signal(&child, libc::SIGKILL);
