@@ -518,22 +518,37 @@ fn lseek_data_and_hole() {
     assert_eq!(lseek(&f, 5, libc::SEEK_SET).unwrap(), 5);
     assert_eq!(lseek(&f, 5, libc::SEEK_CUR).unwrap(), 10);
     assert_eq!(lseek(&f, 0, libc::SEEK_END).unwrap(), 16 * MIB);
+}
 
-    // Without fsync: data written through the page cache must still be found.
-    let q = m.path("unsynced");
-    let g = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&q)
-        .unwrap();
-    g.set_len(4 * MIB).unwrap();
-    g.write_at(b"late data", 3 * MIB).unwrap();
-    let d = lseek(&g, 0, libc::SEEK_DATA).unwrap();
+/// SEEK_DATA must see data that is still in the kernel's page cache (writeback cache):
+/// `cp --sparse`, tar and rsync use it to skip holes, so a miss loses data in copies.
+/// The window is a race with the kernel's writeback, hence many attempts; a correct
+/// implementation never fails.
+#[test]
+fn seek_data_sees_unflushed_writes() {
+    let m = Mount::default_mount();
+    let mut misses = Vec::new();
+    for i in 0..200 {
+        let q = m.path(format!("unsynced{i}"));
+        let g = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&q)
+            .unwrap();
+        g.set_len(4 * MIB).unwrap();
+        g.write_at(b"late data", 3 * MIB).unwrap();
+        match lseek(&g, 0, libc::SEEK_DATA) {
+            Ok(d) if d <= 3 * MIB => {}
+            other => misses.push((i, other.map_err(|e| e.to_string()))),
+        }
+    }
     assert!(
-        d <= 3 * MIB,
-        "SEEK_DATA missed unsynced data at 3 MiB (found {d})"
+        misses.is_empty(),
+        "SEEK_DATA missed data written (not yet fsync'ed) at 3 MiB in {} of 200 files: {:?}",
+        misses.len(),
+        &misses[..misses.len().min(5)]
     );
 }
 

@@ -33,7 +33,7 @@
 //! default, 64 KiB–4 MiB per volume). Writes land in a per-file **dirty chunk
 //! buffer** in memory (a 4 KiB write is a memcpy, not a 1 MiB rewrite); the
 //! buffer is persisted on flush, fsync, release, truncate and when the pool
-//! holds more than 256 MiB of dirty bytes. The cost: a partial write into a
+//! holds more than 1 GiB of dirty bytes. The cost: a partial write into a
 //! chunk not yet buffered reads the chunk once, and a chunk rewritten between
 //! flushes is hashed once per flush. Persisting a chunk hashes it with
 //! BLAKE3; an all-zero chunk becomes a hole (no key); otherwise the chunk is

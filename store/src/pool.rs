@@ -19,7 +19,7 @@ use std::sync::{Arc, Weak};
 /// The on-disk format this build writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 /// Dirty chunk bytes a pool buffers before flushing volumes.
-pub const DIRTY_BUDGET: u64 = 256 << 20;
+pub const DIRTY_BUDGET: u64 = 1 << 30;
 
 /// A handle on an open pool. Cheap to clone.
 #[derive(Clone)]
@@ -169,7 +169,7 @@ impl Pool {
                 gate: RwLock::new(()),
                 catalog: Mutex::new(()),
                 open: Mutex::new(HashMap::new()),
-                cache: ChunkCache::new(64 << 20),
+                cache: ChunkCache::new(256 << 20),
                 dirty_bytes: AtomicU64::new(0),
                 _lock: lock,
             }),

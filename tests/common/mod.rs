@@ -560,6 +560,32 @@ impl Mount {
         }
         self.child = Some(child);
         self.watchdog = Some(Watchdog::start(self.dir.clone(), self.opts.watchdog));
+        self.wait_ready_line(deadline);
+    }
+
+    /// The CLI contract: `tessera: mounted volume <name> at <dir>` on stderr once ready.
+    fn wait_ready_line(&mut self, deadline: Instant) {
+        let want = format!(
+            "tessera: mounted volume {} at {}",
+            self.opts.volume,
+            self.dir.display()
+        );
+        while !self.server_log().contains(&want) {
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                panic!(
+                    "the server never printed `{want}` ({}); server log:\n{}",
+                    exited
+                        .map(describe)
+                        .unwrap_or_else(|| "still running".into()),
+                    self.server_log()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Cleanly unmounts: SIGTERM, the server flushes, unmounts and must exit 0 within 30 s.
@@ -690,6 +716,7 @@ impl Mount {
         }
         self.child = Some(child);
         self.watchdog = Some(Watchdog::start(self.dir.clone(), self.opts.watchdog));
+        self.wait_ready_line(deadline);
     }
 
     fn hard_stop(&mut self) {
