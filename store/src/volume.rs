@@ -500,6 +500,8 @@ impl VolumeInner {
                 None
             };
             let fs = self.file_state(st, ino)?;
+            // A chunk read in from the store counts as dirty bytes from now on.
+            added += base.as_ref().map_or(0, Vec::len) as i64;
             let buf = fs
                 .dirty
                 .entry(idx)
@@ -679,6 +681,11 @@ impl VolumeInner {
                 }
             }
             if tail_present {
+                let loaded = base.as_ref().map_or(0, Vec::len) as u64;
+                self.pool
+                    .inner
+                    .dirty_bytes
+                    .fetch_add(loaded, Ordering::Relaxed);
                 let buf = fs
                     .dirty
                     .entry(tail_idx)
@@ -1394,6 +1401,11 @@ impl Volume {
                     Some(vol.chunk_bytes(ino, idx)?)
                 };
                 let fs = vol.file_state(&mut st, ino)?;
+                let loaded = base.as_ref().map_or(0, Vec::len) as u64;
+                vol.pool
+                    .inner
+                    .dirty_bytes
+                    .fetch_add(loaded, Ordering::Relaxed);
                 let buf = fs
                     .dirty
                     .entry(idx)

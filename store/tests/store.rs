@@ -698,3 +698,30 @@ fn fsck_finds_and_repairs_bad_refcounts() {
         noise(1, 100_000)
     );
 }
+
+#[test]
+fn random_overwrites_stay_buffered_until_flush() {
+    let (_d, pool) = pool();
+    pool.create_volume("v", VolumeOptions::default()).unwrap();
+    let v = pool.open_volume("v").unwrap();
+    let f = create(&v, ROOT_INO, "f").ino;
+    write_all(&v, f, 0, &noise(1, 16 << 20));
+    v.sync().unwrap();
+    for round in 0..2u64 {
+        let mut x = 0x2545F4914F6CDD1Du64 + round;
+        for _ in 0..1024 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let off = (x % ((16 << 20) / 4096)) * 4096;
+            write_all(&v, f, off, &noise(x, 4096));
+        }
+        v.fsync(f).unwrap();
+    }
+    // Each flush rewrites at most the 16 chunks once: 16 live + at most 32 dead.
+    let chunks = pool.usage().unwrap().chunks;
+    assert!(
+        chunks <= 16 + 32,
+        "{chunks} chunks: writes were flushed one by one"
+    );
+}
