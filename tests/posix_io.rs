@@ -479,6 +479,13 @@ fn lseek_data_and_hole() {
     f.write_at(&pattern(2, 4096), 8 * MIB).unwrap();
     f.set_len(16 * MIB).unwrap();
     f.sync_all().unwrap();
+    // While a writer has the file open, holes are not reported (the kernel may
+    // hold pages the server has not seen): everything is data.
+    assert_eq!(lseek(&f, 5 * MIB, libc::SEEK_DATA).unwrap(), 5 * MIB);
+    assert_eq!(lseek(&f, 0, libc::SEEK_HOLE).unwrap(), 16 * MIB);
+    drop(f);
+    // With no writer left, the store's holes show.
+    let f = File::open(&p).unwrap();
 
     assert_eq!(lseek(&f, 0, libc::SEEK_DATA).unwrap(), 0);
     let hole = lseek(&f, 0, libc::SEEK_HOLE).unwrap();

@@ -6,6 +6,7 @@
 //! are cached for [`TTL`], files keep their page cache across opens, directories keep
 //! their readdir cache, and the kernel's writeback cache is enabled.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -54,7 +55,14 @@ pub struct TesseraFs {
     volume: Volume,
     /// Where the volume is mounted, to push the kernel's dirty pages to us on demand.
     mount_point: Option<Arc<PathBuf>>,
+    /// Open writable handles per inode. While a file has one, the kernel may hold
+    /// dirty pages of it that the store has not seen (writeback cache), so
+    /// SEEK_DATA/SEEK_HOLE answer conservatively (all data) instead of from the store.
+    writers: Arc<parking_lot::Mutex<HashMap<Ino, u32>>>,
 }
+
+/// File handle of a writable open; read-only opens get 0.
+const WRITABLE_FH: u64 = 1;
 
 impl std::fmt::Debug for TesseraFs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,6 +77,7 @@ impl TesseraFs {
         TesseraFs {
             volume,
             mount_point: None,
+            writers: Arc::default(),
         }
     }
 
@@ -79,6 +88,7 @@ impl TesseraFs {
         TesseraFs {
             volume,
             mount_point: Some(Arc::new(mount_point.to_path_buf())),
+            writers: Arc::default(),
         }
     }
 
@@ -264,6 +274,15 @@ impl TesseraFs {
     }
 
     /// Open `ino` (counted by the store) and truncate it if asked.
+    /// The handle for an open with `flags`, counting writers.
+    fn handle(&self, ino: Ino, flags: i32) -> FileHandle {
+        if flags & libc::O_ACCMODE == libc::O_RDONLY {
+            return FileHandle(0);
+        }
+        *self.writers.lock().entry(ino).or_default() += 1;
+        FileHandle(WRITABLE_FH)
+    }
+
     fn do_open(&self, ino: Ino, flags: i32) -> Result<(), Errno> {
         self.volume.open(ino).map_err(errno)?;
         if flags & libc::O_TRUNC != 0 && flags & libc::O_ACCMODE != libc::O_RDONLY {
@@ -545,7 +564,7 @@ impl Filesystem for TesseraFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // With the writeback cache the kernel may turn O_WRONLY into O_RDWR: fine.
         match self.do_open(ino.0, flags.0) {
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(()) => reply.opened(self.handle(ino.0, flags.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(e),
         }
     }
@@ -603,7 +622,7 @@ impl Filesystem for TesseraFs {
             &TTL,
             &file_attr(&attr),
             Generation(0),
-            FileHandle(0),
+            self.handle(attr.ino, flags),
             FopenFlags::FOPEN_KEEP_CACHE,
         );
     }
@@ -661,12 +680,21 @@ impl Filesystem for TesseraFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        if fh.0 == WRITABLE_FH {
+            let mut writers = self.writers.lock();
+            if let Some(n) = writers.get_mut(&ino.0) {
+                *n -= 1;
+                if *n == 0 {
+                    writers.remove(&ino.0);
+                }
+            }
+        }
         match self.volume.release(ino.0) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(e)),
@@ -914,6 +942,19 @@ impl Filesystem for TesseraFs {
         let Ok(offset) = u64::try_from(offset) else {
             return reply.error(Errno::ENXIO);
         };
+        if self.writers.lock().contains_key(&ino.0) {
+            // Pages the kernel has not written back are invisible here: call
+            // everything data (what filesystems without hole support answer).
+            return match self.volume.getattr(ino.0) {
+                Ok(a) if offset >= a.size => reply.error(Errno::ENXIO),
+                Ok(a) => reply.offset(if whence == Whence::Data {
+                    offset
+                } else {
+                    a.size
+                } as i64),
+                Err(e) => reply.error(errno(e)),
+            };
+        }
         let Some(dir) = self.mount_point.clone() else {
             return reply_seek(&self.volume, ino.0, offset, whence, reply);
         };
