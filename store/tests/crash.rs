@@ -11,7 +11,7 @@ use std::time::Duration;
 use tessera_store::*;
 
 const RECORD: usize = 40_000;
-const ROUNDS: usize = 30;
+const ROUNDS: usize = 40;
 
 fn record(i: u64) -> Vec<u8> {
     noise(i * 31 + 1, RECORD)
