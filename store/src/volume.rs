@@ -84,6 +84,15 @@ fn check_name(name: &OsStr) -> Result<&[u8]> {
     Ok(b)
 }
 
+/// Data operations need a regular file: EISDIR for a directory, EINVAL otherwise.
+fn require_file(r: &InodeRecord, what: &str) -> Result<()> {
+    match r.kind {
+        FileKind::File => Ok(()),
+        FileKind::Dir => Err(StoreError::IsDir),
+        _ => Err(StoreError::Invalid(what.into())),
+    }
+}
+
 fn resolve(t: TimeSet, now: Timestamp) -> Timestamp {
     match t {
         TimeSet::Now => now,
@@ -802,11 +811,7 @@ impl Volume {
         let mut touched = BTreeMap::new();
         if let Some(size) = set.size {
             let r = vol.load(&st, ino)?;
-            match r.kind {
-                FileKind::File => {}
-                FileKind::Dir => return Err(StoreError::IsDir),
-                _ => return Err(StoreError::Invalid("truncate of a special file".into())),
-            }
+            require_file(&r, "truncate of a special file")?;
             touched.insert(ino, Some(vol.truncate(&mut st, ino, size, &mut batch)?));
         }
         let now = Timestamp::now();
@@ -1248,11 +1253,7 @@ impl Volume {
         let cs = vol.chunk_size;
         let st = vol.st.lock();
         let r = vol.load(&st, ino)?;
-        match r.kind {
-            FileKind::File => {}
-            FileKind::Dir => return Err(StoreError::IsDir),
-            _ => return Err(StoreError::Invalid("read of a special file".into())),
-        }
+        require_file(&r, "read of a special file")?;
         let end = r.size.min(offset.saturating_add(size as u64));
         if offset >= end {
             return Ok(Vec::new());
@@ -1299,11 +1300,7 @@ impl Volume {
         }
         let mut st = vol.st.lock();
         let r = vol.load(&st, ino)?;
-        match r.kind {
-            FileKind::File => {}
-            FileKind::Dir => return Err(StoreError::IsDir),
-            _ => return Err(StoreError::Invalid("write to a special file".into())),
-        }
+        require_file(&r, "write to a special file")?;
         let avail = st.rec.capacity.saturating_sub(st.rec.used);
         let mut len = data.len() as u64;
         let mut charge = vol.charge(&st, ino, r.size, offset, len)?;
@@ -1359,13 +1356,7 @@ impl Volume {
             return Err(StoreError::ReadOnly);
         }
         let r = vol.load(&st, ino)?;
-        if r.kind != FileKind::File {
-            return Err(if r.kind == FileKind::Dir {
-                StoreError::IsDir
-            } else {
-                StoreError::Invalid("not a file".into())
-            });
-        }
+        require_file(&r, "not a file")?;
         let end = offset.saturating_add(len).min(r.size);
         if offset >= end {
             return Ok(());
@@ -1444,13 +1435,7 @@ impl Volume {
             return Err(StoreError::ReadOnly);
         }
         let r = vol.load(&st, ino)?;
-        if r.kind != FileKind::File {
-            return Err(if r.kind == FileKind::Dir {
-                StoreError::IsDir
-            } else {
-                StoreError::Invalid("not a file".into())
-            });
-        }
+        require_file(&r, "not a file")?;
         let need = vol.charge(&st, ino, r.size, offset, len)?;
         vol.check_quota(&st, need)?;
         if !keep_size && end > r.size {
