@@ -10,7 +10,6 @@ use crate::errors::{CliError, Exit};
 use anyhow::{Context, Result};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use tessera_proto::admin::v1 as pb;
 use tessera_proto::admin::v1::admin_client::AdminClient;
 use tessera_proto::admin::v1::admin_server::{Admin, AdminServer};
@@ -172,10 +171,6 @@ fn exit_of(code: tonic::Code) -> Exit {
 
 struct Service {
     pool: Pool,
-    /// Mount points served by this process: flushed from the kernel's page
-    /// cache (syncfs) before a snapshot or clone so that every write
-    /// acknowledged to an application is in it.
-    mounts: Arc<Vec<(String, PathBuf)>>,
 }
 
 async fn blocking<T: Send + 'static>(
@@ -187,16 +182,13 @@ async fn blocking<T: Send + 'static>(
         .map_err(status)
 }
 
-fn syncfs_mount(mounts: &[(String, PathBuf)], volume: &str) {
+/// Flushes the kernel's page cache (syncfs) of every mount of `volume` served by
+/// this process, before a snapshot or clone, so that every write acknowledged to
+/// an application is in it.
+fn syncfs_mount(volume: &str) {
     let volume = volume.split('@').next().unwrap_or(volume);
-    for (name, dir) in mounts {
-        if name == volume {
-            if let Ok(f) = std::fs::File::open(dir) {
-                use std::os::fd::AsRawFd;
-                // SAFETY: syncfs on a valid, open descriptor.
-                unsafe { libc::syncfs(f.as_raw_fd()) };
-            }
-        }
+    for dir in tessera_fs::mount_points_of(volume) {
+        tessera_fs::adapter::sync_mount(&dir);
     }
 }
 
@@ -277,10 +269,9 @@ impl Admin for Service {
         req: Request<pb::CreateSnapshotRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
-        let mounts = self.mounts.clone();
         let r = req.into_inner();
         let v = blocking(move || {
-            syncfs_mount(&mounts, &r.volume);
+            syncfs_mount(&r.volume);
             pool.create_snapshot(&r.volume, &r.snapshot)
         })
         .await?;
@@ -304,10 +295,9 @@ impl Admin for Service {
         req: Request<pb::CloneVolumeRequest>,
     ) -> Result<Response<pb::Volume>, Status> {
         let pool = self.pool.clone();
-        let mounts = self.mounts.clone();
         let r = req.into_inner();
         let v = blocking(move || {
-            syncfs_mount(&mounts, &r.source);
+            syncfs_mount(&r.source);
             pool.clone_volume(&r.source, &r.name)
         })
         .await?;
@@ -359,7 +349,7 @@ impl Drop for AdminHandle {
 
 /// Serves the admin API for `pool` on `<data_dir>/admin.sock`. The caller holds
 /// the pool, so a socket file left there is stale and is replaced.
-pub fn serve(pool: Pool, data_dir: &Path, mounts: Vec<(String, PathBuf)>) -> Result<AdminHandle> {
+pub fn serve(pool: Pool, data_dir: &Path) -> Result<AdminHandle> {
     let socket = data_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&socket);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -380,10 +370,7 @@ pub fn serve(pool: Pool, data_dir: &Path, mounts: Vec<(String, PathBuf)>) -> Res
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("restricting {}", socket.display()))?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let service = Service {
-        pool,
-        mounts: Arc::new(mounts),
-    };
+    let service = Service { pool };
     let thread = std::thread::Builder::new()
         .name("tessera-admin".into())
         .spawn(move || {

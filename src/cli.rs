@@ -60,6 +60,10 @@ pub enum Command {
     /// (Ctrl-C, SIGTERM or `fusermount3 -u DIR`).
     Mount(MountArgs),
 
+    /// Serve the Kubernetes CSI plugin (Identity, Controller and Node services) for this
+    /// node's pools on a unix socket, until SIGTERM or SIGINT.
+    Csi(CsiArgs),
+
     /// Show pool-wide space usage: physical, unique and logical bytes, dedup and
     /// compression ratios, and each volume's logical bytes.
     Usage,
@@ -189,6 +193,42 @@ pub struct MountArgs {
     /// Non-root users need `user_allow_other` in /etc/fuse.conf.
     #[arg(long)]
     pub allow_other: bool,
+}
+
+/// `tessera csi`: one process per node serves its pools to Kubernetes.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "The pool at --data-dir is the pool named `default`; --pool adds more.\n\
+Staged and published volumes are recorded in <data-dir>/csi-node-state.json and their\n\
+mounts are brought back when the plugin starts again. See docs/kubernetes.md."
+)]
+pub struct CsiArgs {
+    /// The CSI socket, as unix:///path/to/csi.sock.
+    #[arg(long, env = "CSI_ENDPOINT", value_name = "ENDPOINT")]
+    pub endpoint: String,
+
+    /// This node's name as Kubernetes knows it (the topology key's value).
+    #[arg(long, env = "NODE_ID", value_name = "NODE")]
+    pub node_id: String,
+
+    /// The kubelet's root directory: staging and target paths must lie inside it.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/kubelet")]
+    pub kubelet_dir: PathBuf,
+
+    /// A JSON file of expected credentials per operation kind (provision,
+    /// controller_publish, node_stage, node_publish, expand, snapshot), each an object of
+    /// secret keys and values that requests must carry.
+    #[arg(long, value_name = "FILE")]
+    pub credentials_file: Option<PathBuf>,
+
+    /// Another pool to serve, as NAME=DIR (repeatable); StorageClasses pick it with the
+    /// `pool` parameter.
+    #[arg(long = "pool", value_name = "NAME=DIR")]
+    pub pools: Vec<String>,
+
+    /// Most volumes this node may hold, reported to Kubernetes (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_volumes: u32,
 }
 
 impl MountArgs {

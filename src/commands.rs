@@ -1,12 +1,13 @@
 //! What each subcommand does.
 
 use crate::admin::{self, Backend};
-use crate::cli::{Cli, Command, CreateOpts, MountArgs, SnapshotCommand, VolumeCommand};
+use crate::cli::{Cli, Command, CreateOpts, CsiArgs, MountArgs, SnapshotCommand, VolumeCommand};
 use crate::errors::CliError;
 use crate::output::{self, format_timestamp, Table};
 use crate::size::{format_size, parse_size};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tessera_store::{Pool, StoreError, VolumeInfo, VolumeOptions};
 
@@ -20,6 +21,7 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Snapshot(cmd) => snapshot(cli.json, &data_dir, cmd),
         Command::Clone { source, name } => clone(cli.json, &data_dir, source, name),
         Command::Mount(args) => mount(&data_dir, args),
+        Command::Csi(args) => csi(&data_dir, args),
         Command::Usage => usage(cli.json, &data_dir),
         Command::Gc => gc(cli.json, &data_dir),
         Command::Fsck { repair } => fsck(cli.json, &data_dir, *repair),
@@ -329,9 +331,7 @@ fn mount(dir: &Path, args: &MountArgs) -> Result<()> {
     let volume = pool
         .open_volume(name)
         .with_context(|| format!("opening volume {name}"))?;
-    let mount_dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
-    let admin = admin::serve(pool.clone(), dir, vec![(name.clone(), mount_dir)])
-        .context("starting the admin API")?;
+    let admin = admin::serve(pool.clone(), dir).context("starting the admin API")?;
     let defaults = tessera_fs::mount::MountOptions::default();
     let opts = tessera_fs::mount::MountOptions {
         read_only: args.read_only || volume.is_read_only(),
@@ -348,6 +348,63 @@ fn mount(dir: &Path, args: &MountArgs) -> Result<()> {
     drop(admin);
     pool.sync().context("syncing the pool after unmount")?;
     tracing::info!(volume = %name, "unmounted");
+    Ok(())
+}
+
+fn csi(dir: &Path, args: &CsiArgs) -> Result<()> {
+    let socket = tessera_csi::server::socket_path(&args.endpoint)
+        .map_err(|e| CliError::invalid(e.to_string()))?;
+    tessera_csi::ids::check_field("--node-id", &args.node_id)
+        .map_err(|s| CliError::invalid(s.message().to_string()))?;
+    if !args.kubelet_dir.is_dir() {
+        return Err(CliError::not_found(format!(
+            "kubelet directory {} does not exist",
+            args.kubelet_dir.display()
+        ))
+        .into());
+    }
+    let credentials = match &args.credentials_file {
+        Some(path) => {
+            tessera_csi::Credentials::load(path).map_err(|e| CliError::invalid(e.to_string()))?
+        }
+        None => tessera_csi::Credentials::none(),
+    };
+    let mut dirs = BTreeMap::from([(tessera_csi::DEFAULT_POOL.to_string(), dir.to_path_buf())]);
+    for spec in &args.pools {
+        let Some((name, pool_dir)) = spec.split_once('=') else {
+            return Err(CliError::invalid(format!("--pool {spec:?}: expected NAME=DIR")).into());
+        };
+        validate_volume_name(name).map_err(|e| {
+            CliError::invalid(format!(
+                "--pool {spec:?}: pool names follow volume names' rules: {e}"
+            ))
+        })?;
+        if dirs
+            .insert(name.to_string(), PathBuf::from(pool_dir))
+            .is_some()
+        {
+            return Err(CliError::invalid(format!("--pool {name} is given twice")).into());
+        }
+    }
+    let mut pools = BTreeMap::new();
+    let mut admins = Vec::new();
+    for (name, pool_dir) in &dirs {
+        let pool = open_pool(pool_dir)?;
+        // Operators keep using the CLI on a pool the plugin holds.
+        admins.push(admin::serve(pool.clone(), pool_dir).context("starting the admin API")?);
+        pools.insert(name.clone(), pool);
+    }
+    let config = tessera_csi::Config {
+        socket,
+        node_id: args.node_id.clone(),
+        kubelet_dir: args.kubelet_dir.clone(),
+        credentials,
+        pools,
+        state_dir: dir.to_path_buf(),
+        max_volumes: i64::from(args.max_volumes),
+    };
+    tessera_csi::serve(config).context("CSI plugin")?;
+    drop(admins);
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // Clap prints its own message and exits with 2 on a usage error (0 for --help).
     let cli = cli::Cli::parse();
-    if !matches!(cli.command, cli::Command::Mount(_)) {
+    if !matches!(cli.command, cli::Command::Mount(_) | cli::Command::Csi(_)) {
         // `tessera volume list | head -1` should end quietly, not panic in println!.
         // The FUSE server keeps Rust's default (SIGPIPE ignored).
         // SAFETY: setting a signal disposition before any thread is started.

@@ -17,4 +17,7 @@ pub mod adapter;
 pub mod mount;
 
 pub use adapter::TesseraFs;
-pub use mount::{default_threads, mount_foreground, MountError, MountOptions};
+pub use mount::{
+    default_threads, detach, mount_background, mount_foreground, mount_points_of, probe_mount,
+    BackgroundMount, MountError, MountOptions, MountProbe,
+};

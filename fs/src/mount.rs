@@ -9,11 +9,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use fuser::{Config, MountOption, Session, SessionACL};
+use fuser::{Config, MountOption, Session, SessionACL, SessionUnmounter};
 use tessera_store::{StoreError, Volume};
 use tracing::{debug, info, warn};
 
@@ -100,143 +100,333 @@ pub fn mount_foreground(volume: Volume, dir: &Path, opts: &MountOptions) -> Resu
     let (tx, rx) = mpsc::channel::<Event>();
     // Handlers first, so a signal during mounting is not fatal and is acted on afterwards.
     let signals = SignalWatcher::start(tx.clone()).map_err(MountError::Signals)?;
-
-    let dir = check_mount_point(dir)?;
-    let read_only = opts.read_only || volume.is_read_only();
-    let threads = if opts.threads == 0 {
-        default_threads()
-    } else {
-        opts.threads
-    };
-
-    let mut mount_options = vec![
-        MountOption::FSName(opts.fs_name.clone()),
-        // A kernel option for mount(2) and understood by fusermount3 alike (fuser's
-        // `Subtype` only reaches fusermount).
-        MountOption::CUSTOM(format!("subtype={SUBTYPE}")),
-        MountOption::DefaultPermissions,
-    ];
-    if read_only {
-        mount_options.push(MountOption::RO);
-    }
-    let mut config = Config::default();
-    config.mount_options = mount_options;
-    config.acl = if opts.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    config.n_threads = Some(threads);
-    config.clone_fd = true;
-
-    let fs = TesseraFs::with_mount_point(volume.clone(), &dir);
-    let mut session = Session::new(fs, &dir, &config).map_err(|source| {
-        if opts.allow_other && source.kind() == io::ErrorKind::PermissionDenied {
-            MountError::AllowOther {
-                dir: dir.clone(),
-                source,
-            }
-        } else {
-            MountError::Mount {
-                dir: dir.clone(),
-                source,
-            }
-        }
-    })?;
-    let mut unmounter = session.unmount_callable();
-
-    let session_tx = tx;
-    let session_thread = thread::Builder::new()
-        .name("tessera-fuse".into())
-        .spawn(move || {
-            let result = session.run();
-            let _ = session_tx.send(Event::Ended(result));
-        })
-        .map_err(|source| MountError::Session {
-            dir: dir.clone(),
-            source,
-        })?;
-
-    // Served by the session threads, so only after they run.
-    let dev = std::fs::metadata(&dir).map(|m| m.dev()).ok();
-    if let Some(dev) = dev {
-        raise_readahead(dev);
-    }
-    info!(
-        "mounted volume {} at {} ({threads} threads{})",
-        volume.name(),
-        dir.display(),
-        if read_only { ", read-only" } else { "" }
-    );
+    let mut running = Running::start(volume, dir, opts, tx, rx)?;
     eprintln!(
         "tessera: mounted volume {} at {}",
-        volume.name(),
-        dir.display()
+        running.volume.name(),
+        running.dir.display()
     );
-
-    let mut result = Ok(());
-    let ended = match rx.recv() {
+    let result = match running.events.recv() {
         Ok(Event::Signal(sig)) => {
-            info!("signal {sig}: flushing and unmounting {}", dir.display());
-            sync_mount(&dir);
-            if let Err(e) = volume.sync() {
-                warn!("flushing volume {}: {e}", volume.name());
+            info!(
+                "signal {sig}: flushing and unmounting {}",
+                running.dir.display()
+            );
+            running.shut_down()
+        }
+        Ok(Event::Ended(r)) => {
+            info!("{} was unmounted", running.dir.display());
+            running.ended(r)
+        }
+        Err(_) => Ok(()),
+    };
+    drop(signals);
+    running.finish(result)
+}
+
+/// A volume served at a mount point by session threads of this process, until
+/// [`BackgroundMount::unmount`] or an external unmount. Dropping it unmounts too.
+pub struct BackgroundMount {
+    running: Option<Running>,
+}
+
+/// Mount `volume` at `dir` and serve it on background threads. The caller owns the
+/// mount's lifetime through the returned handle; several may run in one process.
+pub fn mount_background(
+    volume: Volume,
+    dir: &Path,
+    opts: &MountOptions,
+) -> Result<BackgroundMount, MountError> {
+    let (tx, rx) = mpsc::channel::<Event>();
+    let running = Running::start(volume, dir, opts, tx, rx)?;
+    Ok(BackgroundMount {
+        running: Some(running),
+    })
+}
+
+impl BackgroundMount {
+    /// The canonical mount point.
+    pub fn dir(&self) -> &Path {
+        &self.running().dir
+    }
+
+    pub fn volume(&self) -> &Volume {
+        &self.running().volume
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.running().read_only
+    }
+
+    /// Whether the session still serves requests (false once the mount point was
+    /// unmounted from outside or the connection was aborted).
+    pub fn is_serving(&mut self) -> bool {
+        let running = self
+            .running
+            .as_mut()
+            .expect("mount handle used after unmount");
+        if running.outcome.is_none() {
+            if let Ok(Event::Ended(r)) = running.events.try_recv() {
+                running.outcome = Some(r);
             }
-            match unmounter.unmount() {
-                Ok(()) => wait_ended(&rx, UNMOUNT_WAIT),
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                    warn!("{} is busy; detaching it lazily", dir.display());
-                    if let Err(source) = detach(&dir) {
-                        result = Err(MountError::Unmount {
-                            dir: dir.clone(),
-                            source,
-                        });
-                    }
-                    wait_ended(&rx, BUSY_GRACE).or_else(|| {
-                        warn!(
-                            "{} is still in use; aborting the FUSE connection",
-                            dir.display()
-                        );
-                        if let Some(dev) = dev {
-                            abort_connection(dev);
-                        }
-                        wait_ended(&rx, BUSY_GRACE)
-                    })
+        }
+        running.outcome.is_none()
+    }
+
+    /// Pushes the kernel's dirty pages to the server and makes the volume durable.
+    pub fn flush(&self) -> Result<(), MountError> {
+        let running = self.running();
+        sync_mount(&running.dir);
+        running.volume.sync().map_err(|source| MountError::Flush {
+            volume: running.volume.name().to_string(),
+            source,
+        })
+    }
+
+    /// Flushes, unmounts (lazily if the mount point is busy) and waits for the session.
+    pub fn unmount(mut self) -> Result<(), MountError> {
+        let mut running = self
+            .running
+            .take()
+            .expect("mount handle used after unmount");
+        let result = match running.outcome.take() {
+            Some(r) => running.ended(r),
+            None => running.shut_down(),
+        };
+        running.finish(result)
+    }
+
+    fn running(&self) -> &Running {
+        self.running
+            .as_ref()
+            .expect("mount handle used after unmount")
+    }
+}
+
+impl Drop for BackgroundMount {
+    fn drop(&mut self) {
+        if let Some(mut running) = self.running.take() {
+            let result = match running.outcome.take() {
+                Some(r) => running.ended(r),
+                None => running.shut_down(),
+            };
+            if let Err(e) = running.finish(result) {
+                warn!("unmounting on drop: {e}");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for BackgroundMount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.running {
+            Some(r) => write!(
+                f,
+                "BackgroundMount({} at {})",
+                r.volume.name(),
+                r.dir.display()
+            ),
+            None => write!(f, "BackgroundMount(unmounted)"),
+        }
+    }
+}
+
+/// Mount points of the volumes this process serves, by volume name. Used to flush the
+/// kernel's page cache (syncfs) before a snapshot, so that every write acknowledged
+/// to an application is in it.
+pub fn mount_points_of(volume: &str) -> Vec<PathBuf> {
+    registry()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter(|(name, _)| name == volume)
+        .map(|(_, dir)| dir.clone())
+        .collect()
+}
+
+fn registry() -> &'static Mutex<Vec<(String, PathBuf)>> {
+    static MOUNTS: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    MOUNTS.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// One live FUSE session and what is needed to end it.
+struct Running {
+    volume: Volume,
+    dir: PathBuf,
+    dev: Option<u64>,
+    read_only: bool,
+    unmounter: SessionUnmounter,
+    events: mpsc::Receiver<Event>,
+    thread: Option<thread::JoinHandle<()>>,
+    /// Set once the session ended on its own (seen by `is_serving`).
+    outcome: Option<io::Result<()>>,
+}
+
+impl Running {
+    fn start(
+        volume: Volume,
+        dir: &Path,
+        opts: &MountOptions,
+        tx: mpsc::Sender<Event>,
+        events: mpsc::Receiver<Event>,
+    ) -> Result<Running, MountError> {
+        let dir = check_mount_point(dir)?;
+        let read_only = opts.read_only || volume.is_read_only();
+        let threads = if opts.threads == 0 {
+            default_threads()
+        } else {
+            opts.threads
+        };
+
+        let mut mount_options = vec![
+            MountOption::FSName(opts.fs_name.clone()),
+            // A kernel option for mount(2) and understood by fusermount3 alike (fuser's
+            // `Subtype` only reaches fusermount).
+            MountOption::CUSTOM(format!("subtype={SUBTYPE}")),
+            MountOption::DefaultPermissions,
+        ];
+        if read_only {
+            mount_options.push(MountOption::RO);
+        }
+        let mut config = Config::default();
+        config.mount_options = mount_options;
+        config.acl = if opts.allow_other {
+            SessionACL::All
+        } else {
+            SessionACL::Owner
+        };
+        config.n_threads = Some(threads);
+        config.clone_fd = true;
+
+        let fs = TesseraFs::with_mount_point(volume.clone(), &dir);
+        let mut session = Session::new(fs, &dir, &config).map_err(|source| {
+            if opts.allow_other && source.kind() == io::ErrorKind::PermissionDenied {
+                MountError::AllowOther {
+                    dir: dir.clone(),
+                    source,
                 }
-                Err(source) => {
+            } else {
+                MountError::Mount {
+                    dir: dir.clone(),
+                    source,
+                }
+            }
+        })?;
+        let unmounter = session.unmount_callable();
+
+        let thread = thread::Builder::new()
+            .name("tessera-fuse".into())
+            .spawn(move || {
+                let result = session.run();
+                let _ = tx.send(Event::Ended(result));
+            })
+            .map_err(|source| MountError::Session {
+                dir: dir.clone(),
+                source,
+            })?;
+
+        // Served by the session threads, so only after they run.
+        let dev = std::fs::metadata(&dir).map(|m| m.dev()).ok();
+        if let Some(dev) = dev {
+            raise_readahead(dev);
+        }
+        info!(
+            "mounted volume {} at {} ({threads} threads{})",
+            volume.name(),
+            dir.display(),
+            if read_only { ", read-only" } else { "" }
+        );
+        registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((volume.name().to_string(), dir.clone()));
+        Ok(Running {
+            volume,
+            dir,
+            dev,
+            read_only,
+            unmounter,
+            events,
+            thread: Some(thread),
+            outcome: None,
+        })
+    }
+
+    /// Flushes and unmounts a live session; falls back to a lazy detach when the
+    /// mount point is busy, and to aborting the connection when that is not enough.
+    fn shut_down(&mut self) -> Result<(), MountError> {
+        let dir = self.dir.clone();
+        sync_mount(&dir);
+        if let Err(e) = self.volume.sync() {
+            warn!("flushing volume {}: {e}", self.volume.name());
+        }
+        let mut result = Ok(());
+        let ended = match self.unmounter.unmount() {
+            Ok(()) => wait_ended(&self.events, UNMOUNT_WAIT),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                warn!("{} is busy; detaching it lazily", dir.display());
+                if let Err(source) = detach(&dir) {
                     result = Err(MountError::Unmount {
                         dir: dir.clone(),
                         source,
                     });
-                    None
                 }
+                wait_ended(&self.events, BUSY_GRACE).or_else(|| {
+                    warn!(
+                        "{} is still in use; aborting the FUSE connection",
+                        dir.display()
+                    );
+                    if let Some(dev) = self.dev {
+                        abort_connection(dev);
+                    }
+                    wait_ended(&self.events, BUSY_GRACE)
+                })
+            }
+            Err(source) => {
+                return Err(MountError::Unmount { dir, source });
+            }
+        };
+        match ended {
+            Some(r) => self.ended(r).and(result),
+            None => result,
+        }
+    }
+
+    /// The session ended with `r`: join its thread.
+    fn ended(&mut self, r: io::Result<()>) -> Result<(), MountError> {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        r.map_err(|source| MountError::Session {
+            dir: self.dir.clone(),
+            source,
+        })
+    }
+
+    /// Final flush and bookkeeping after the session is over (or given up on).
+    fn finish(self, result: Result<(), MountError>) -> Result<(), MountError> {
+        {
+            let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = reg
+                .iter()
+                .position(|(n, d)| n == self.volume.name() && *d == self.dir)
+            {
+                reg.remove(i);
             }
         }
-        Ok(Event::Ended(r)) => {
-            info!("{} was unmounted", dir.display());
-            Some(r)
+        self.volume.sync().map_err(|source| MountError::Flush {
+            volume: self.volume.name().to_string(),
+            source,
+        })?;
+        if result.is_ok() {
+            info!(
+                "unmounted volume {} from {}",
+                self.volume.name(),
+                self.dir.display()
+            );
         }
-        Err(_) => None,
-    };
-    if let Some(r) = ended {
-        let _ = session_thread.join();
-        if let (Err(source), true) = (r, result.is_ok()) {
-            result = Err(MountError::Session {
-                dir: dir.clone(),
-                source,
-            });
-        }
+        result
     }
-    drop(signals);
-
-    volume.sync().map_err(|source| MountError::Flush {
-        volume: volume.name().to_string(),
-        source,
-    })?;
-    if result.is_ok() {
-        info!("unmounted volume {} from {}", volume.name(), dir.display());
-    }
-    result
 }
 
 enum Event {
@@ -308,6 +498,36 @@ fn check_mount_point(dir: &Path) -> Result<PathBuf, MountError> {
     Ok(canonical)
 }
 
+/// What a path holds, as far as mounts go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MountProbe {
+    /// Nothing at that path.
+    Missing,
+    /// A file or directory that is not a mount point.
+    Plain,
+    /// The root of a live mount (FUSE or bind).
+    Mounted,
+    /// A mount whose FUSE server is gone ("transport endpoint is not connected").
+    Dead,
+}
+
+/// Inspects `path` without following it into a dead FUSE server's hang.
+pub fn probe_mount(path: &Path) -> io::Result<MountProbe> {
+    match probe(path) {
+        Ok(meta) => {
+            let canonical = path.canonicalize()?;
+            Ok(if is_mount_point(&canonical, &meta)? {
+                MountProbe::Mounted
+            } else {
+                MountProbe::Plain
+            })
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(MountProbe::Missing),
+        Err(e) if is_stale(&e) => Ok(MountProbe::Dead),
+        Err(e) => Err(e),
+    }
+}
+
 /// `stat` and `statfs` of `dir`. Cached attributes can hide a dead FUSE server from
 /// `stat`; `statfs` always reaches it.
 fn probe(dir: &Path) -> io::Result<std::fs::Metadata> {
@@ -372,7 +592,7 @@ fn unescape_mountinfo(s: &str) -> Vec<u8> {
 }
 
 /// Lazily unmount `dir`: `umount2(MNT_DETACH)` as root, `fusermount3 -u -z` otherwise.
-fn detach(dir: &Path) -> io::Result<()> {
+pub fn detach(dir: &Path) -> io::Result<()> {
     if nix::unistd::geteuid().is_root() {
         return nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH).map_err(io::Error::from);
     }
