@@ -216,11 +216,20 @@ impl Plugin {
             .map(drop)
     }
     fn stage(&self, id: &str, staging: &str, secrets: &Secrets) -> Result<(), Status> {
+        self.stage_cap(id, staging, secrets, cap(Mode::SingleNodeMultiWriter))
+    }
+    fn stage_cap(
+        &self,
+        id: &str,
+        staging: &str,
+        secrets: &Secrets,
+        capability: csi::VolumeCapability,
+    ) -> Result<(), Status> {
         let mut n = self.node();
         let req = csi::NodeStageVolumeRequest {
             volume_id: id.into(),
             staging_target_path: staging.into(),
-            volume_capability: Some(cap(Mode::SingleNodeWriter)),
+            volume_capability: Some(capability),
             secrets: secrets.clone(),
             ..Default::default()
         };
@@ -236,6 +245,8 @@ impl Plugin {
         self.call(|| async move { n.node_unstage_volume(req).await })
             .map(drop)
     }
+    /// As the kubelet publishes a ReadWriteOnce volume of a driver with
+    /// SINGLE_NODE_MULTI_WRITER.
     fn publish(
         &self,
         id: &str,
@@ -244,12 +255,30 @@ impl Plugin {
         readonly: bool,
         secrets: &Secrets,
     ) -> Result<(), Status> {
+        self.publish_mode(
+            id,
+            staging,
+            target,
+            readonly,
+            secrets,
+            Mode::SingleNodeMultiWriter,
+        )
+    }
+    fn publish_mode(
+        &self,
+        id: &str,
+        staging: &str,
+        target: &str,
+        readonly: bool,
+        secrets: &Secrets,
+        mode: Mode,
+    ) -> Result<(), Status> {
         let mut n = self.node();
         let req = csi::NodePublishVolumeRequest {
             volume_id: id.into(),
             staging_target_path: staging.into(),
             target_path: target.into(),
-            volume_capability: Some(cap(Mode::SingleNodeWriter)),
+            volume_capability: Some(cap(mode)),
             readonly,
             secrets: secrets.clone(),
             ..Default::default()
@@ -487,7 +516,24 @@ fn identity_reports_the_driver() {
                 .await
         })
         .unwrap();
-    assert_eq!(caps.capabilities.len(), 3, "{caps:?}");
+    use csi::plugin_capability::{service, volume_expansion, Type as PluginCap};
+    let mut services = Vec::new();
+    let mut expansion = Vec::new();
+    for c in caps.capabilities {
+        match c.r#type.unwrap() {
+            PluginCap::Service(s) => services.push(s.r#type),
+            PluginCap::VolumeExpansion(e) => expansion.push(e.r#type),
+        }
+    }
+    services.sort();
+    assert_eq!(
+        services,
+        vec![
+            service::Type::ControllerService as i32,
+            service::Type::VolumeAccessibilityConstraints as i32
+        ]
+    );
+    assert_eq!(expansion, vec![volume_expansion::Type::Online as i32]);
     let mut i = p.identity();
     let probe = p
         .call(|| async move { i.probe(csi::ProbeRequest {}).await })
@@ -509,7 +555,52 @@ fn identity_reports_the_driver() {
                 .await
         })
         .unwrap();
-    assert_eq!(caps.capabilities.len(), 5);
+    use csi::node_service_capability::rpc::Type as NodeCap;
+    let mut got: Vec<i32> = caps
+        .capabilities
+        .into_iter()
+        .map(|c| match c.r#type.unwrap() {
+            csi::node_service_capability::Type::Rpc(r) => r.r#type,
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        NodeCap::StageUnstageVolume as i32,
+        NodeCap::GetVolumeStats as i32,
+        NodeCap::ExpandVolume as i32,
+        NodeCap::VolumeCondition as i32,
+        NodeCap::SingleNodeMultiWriter as i32,
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    let mut c = p.ctl();
+    let caps = p
+        .call(|| async move {
+            c.controller_get_capabilities(csi::ControllerGetCapabilitiesRequest {})
+                .await
+        })
+        .unwrap();
+    use csi::controller_service_capability::rpc::Type as Ctl;
+    let mut got: Vec<i32> = caps
+        .capabilities
+        .into_iter()
+        .map(|c| match c.r#type.unwrap() {
+            csi::controller_service_capability::Type::Rpc(r) => r.r#type,
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        Ctl::CreateDeleteVolume as i32,
+        Ctl::CreateDeleteSnapshot as i32,
+        Ctl::ListSnapshots as i32,
+        Ctl::CloneVolume as i32,
+        Ctl::ExpandVolume as i32,
+        Ctl::ListVolumes as i32,
+        Ctl::GetCapacity as i32,
+        Ctl::SingleNodeMultiWriter as i32,
+    ];
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -641,9 +732,11 @@ fn kubelet_lifecycle_with_snapshot_and_clones() {
         let name = v.volume_id.split('/').nth(1).unwrap().to_string();
         let staging = p.staging(&name);
         let target = p.target("pod-c", &name);
-        p.stage(&v.volume_id, &staging, &none).unwrap();
-        p.publish(&v.volume_id, &staging, &target, false, &none)
-            .unwrap();
+        for _ in 0..2 {
+            p.stage(&v.volume_id, &staging, &none).unwrap();
+            p.publish(&v.volume_id, &staging, &target, false, &none)
+                .unwrap();
+        }
         assert_eq!(read(&format!("{target}/data/greeting")), want, "{name}");
         assert_eq!(
             std::fs::metadata(format!("{target}/data/blob"))
@@ -853,7 +946,36 @@ fn bad_requests_get_the_status_the_spec_names() {
         Code::InvalidArgument,
         "symlink out of the kubelet dir",
     );
-    assert!(!is_mounted(&outside), "a refused stage mounted something");
+    assert!(
+        !is_mounted(&format!("{}/staging", link.display()))
+            && !Path::new(&outside).join("staging").exists(),
+        "a refused stage mounted or created something"
+    );
+    let last_link = p.kubelet().join("pods/last-link");
+    std::os::unix::fs::symlink(&outside, &last_link).unwrap();
+    assert_code(
+        p.stage(id, &last_link.display().to_string(), &none),
+        Code::InvalidArgument,
+        "a symlink as the staging path itself",
+    );
+    assert!(
+        !is_mounted(&outside),
+        "a refused stage mounted through a symlink"
+    );
+    let mut block_cap = cap(Mode::SingleNodeWriter);
+    block_cap.access_type = Some(csi::volume_capability::AccessType::Block(
+        csi::volume_capability::BlockVolume {},
+    ));
+    assert_code(
+        p.stage_cap(id, &staging, &none, block_cap),
+        Code::FailedPrecondition,
+        "stage as a block device",
+    );
+    assert_code(
+        p.publish(id, "", &p.target("pod-y", "pvc-ok"), false, &none),
+        Code::FailedPrecondition,
+        "publish without a staging path",
+    );
     let mut n = p.node();
     let no_cap = csi::NodeStageVolumeRequest {
         volume_id: id.into(),
@@ -1149,12 +1271,28 @@ fn a_killed_plugin_restores_its_mounts() {
     ));
     assert!(ok, "{out}");
 
-    // Killed between publish and unpublish: stats say so; the restart brings it back.
+    // Killed between publish and unpublish: the target is dead until the restart, which
+    // mounts it again and flags it (running containers hold the old, dead mount).
     p.kill();
+    assert_eq!(
+        nix::sys::statfs::statfs(Path::new(&target)).map(drop),
+        Err(nix::errno::Errno::ENOTCONN),
+        "the target should be a dead mount"
+    );
     p.spawn();
-    let stats = p.stats(&id, &target).unwrap();
-    assert!(!stats.volume_condition.unwrap().abnormal);
+    let condition = p.stats(&id, &target).unwrap().volume_condition.unwrap();
+    assert!(condition.abnormal, "{condition:?}");
     assert_eq!(read(&format!("{target}/during")), "written by the pod\n");
+    // A restarted kubelet stages and publishes again: both succeed and the flag clears.
+    p.stage(&id, &staging, &none).unwrap();
+    p.publish(&id, &staging, &target, false, &none).unwrap();
+    assert!(
+        !p.stats(&id, &target)
+            .unwrap()
+            .volume_condition
+            .unwrap()
+            .abnormal
+    );
     for _ in 0..2 {
         p.unpublish(&id, &target).unwrap();
     }
@@ -1252,5 +1390,287 @@ fn inline_ephemeral_volume_lives_with_its_pod() {
         p.volume_ids().is_empty(),
         "the inline volume outlived its pod"
     );
+    p.stop_check();
+}
+
+#[test]
+fn controller_queries_and_kubernetes_shaped_requests() {
+    let p = Plugin::start();
+    // The provisioner's --extra-create-metadata keys and fsType are accepted.
+    let mut req = create_req("pvc-k8s", 8 * MIB);
+    for (k, v) in [
+        ("csi.storage.k8s.io/pvc/name", "data"),
+        ("csi.storage.k8s.io/pvc/namespace", "default"),
+        ("csi.storage.k8s.io/pv/name", "pvc-k8s"),
+        ("fsType", "ext4"),
+        ("chunkSize", "256Ki"),
+        ("compression", "zstd"),
+    ] {
+        req.parameters.insert(k.into(), v.into());
+    }
+    req.volume_capabilities = vec![
+        cap(Mode::SingleNodeMultiWriter),
+        cap(Mode::SingleNodeSingleWriter),
+    ];
+    let vol = p.create(req.clone()).unwrap();
+    assert_eq!(p.create(req.clone()).unwrap(), vol);
+    let mut other = req.clone();
+    other
+        .parameters
+        .insert("description".into(), "something else".into());
+    assert_code(
+        p.create(other),
+        Code::AlreadyExists,
+        "same name, other description",
+    );
+    let mut other = req.clone();
+    other.parameters.insert("compression".into(), "lz4".into());
+    assert_code(
+        p.create(other),
+        Code::AlreadyExists,
+        "same name, other compression",
+    );
+    assert_code(
+        p.create(from_volume(req.clone(), &vol.volume_id)),
+        Code::AlreadyExists,
+        "same name, now with a source",
+    );
+    let long = "x".repeat(125);
+    assert_code(
+        p.create(create_req(&long, MIB)),
+        Code::InvalidArgument,
+        "id over 128 bytes",
+    );
+
+    // ValidateVolumeCapabilities.
+    let validate = |id: &str, caps: Vec<csi::VolumeCapability>| {
+        let mut c = p.ctl();
+        let req = csi::ValidateVolumeCapabilitiesRequest {
+            volume_id: id.into(),
+            volume_capabilities: caps,
+            ..Default::default()
+        };
+        p.call(|| async move { c.validate_volume_capabilities(req).await })
+    };
+    let ok = validate(
+        &vol.volume_id,
+        vec![cap(Mode::SingleNodeWriter), cap(Mode::MultiNodeReaderOnly)],
+    )
+    .unwrap();
+    assert!(ok.confirmed.is_some(), "{ok:?}");
+    let no = validate(&vol.volume_id, vec![cap(Mode::MultiNodeMultiWriter)]).unwrap();
+    assert!(
+        no.confirmed.is_none() && no.message.contains("MULTI_NODE_MULTI_WRITER"),
+        "{no:?}"
+    );
+    assert_code(
+        validate("default/ghost", vec![cap(Mode::SingleNodeWriter)]),
+        Code::NotFound,
+        "validate missing",
+    );
+    assert_code(
+        validate(&vol.volume_id, vec![]),
+        Code::InvalidArgument,
+        "validate without capabilities",
+    );
+
+    // GetCapacity: this node's free space, none elsewhere.
+    let capacity = |params: &[(&str, &str)], node: Option<&str>| {
+        let mut c = p.ctl();
+        let req = csi::GetCapacityRequest {
+            volume_capabilities: vec![cap(Mode::SingleNodeWriter)],
+            parameters: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            accessible_topology: node.map(|n| csi::Topology {
+                segments: HashMap::from([(tessera_csi::TOPOLOGY_KEY.to_string(), n.to_string())]),
+            }),
+        };
+        p.call(|| async move { c.get_capacity(req).await })
+    };
+    assert!(capacity(&[], Some(NODE)).unwrap().available_capacity > 0);
+    assert_eq!(capacity(&[], Some("node-9")).unwrap().available_capacity, 0);
+    assert_code(
+        capacity(&[("pool", "nope")], None),
+        Code::InvalidArgument,
+        "capacity of an unknown pool",
+    );
+
+    // ListSnapshots filters and paging.
+    for name in ["snap-a", "snap-b", "snap-c"] {
+        p.snapshot(&vol.volume_id, name, &no_secrets()).unwrap();
+    }
+    let one = p
+        .list_snapshots(csi::ListSnapshotsRequest {
+            snapshot_id: format!("{}@snap-b", vol.volume_id),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(one.entries.len(), 1);
+    let none = p
+        .list_snapshots(csi::ListSnapshotsRequest {
+            snapshot_id: "reallyfakesnapshotid".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(none.entries.is_empty());
+    let page1 = p
+        .list_snapshots(csi::ListSnapshotsRequest {
+            max_entries: 2,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page1.entries.len(), 2);
+    let page2 = p
+        .list_snapshots(csi::ListSnapshotsRequest {
+            max_entries: 2,
+            starting_token: page1.next_token.clone(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(page2.entries.len(), 1);
+    assert!(page2.next_token.is_empty());
+    assert_code(
+        p.list_snapshots(csi::ListSnapshotsRequest {
+            starting_token: "junk".into(),
+            ..Default::default()
+        }),
+        Code::Aborted,
+        "bad snapshot token",
+    );
+    // ControllerUnpublish of a volume that is gone succeeds.
+    let mut c = p.ctl();
+    p.call(|| async move {
+        c.controller_unpublish_volume(csi::ControllerUnpublishVolumeRequest {
+            volume_id: "default/gone".into(),
+            node_id: NODE.into(),
+            secrets: HashMap::new(),
+        })
+        .await
+    })
+    .unwrap();
+    p.stop_check();
+}
+
+#[test]
+fn access_modes_and_foreign_mounts() {
+    let p = Plugin::start();
+    let none = no_secrets();
+    let id = p
+        .create(create_req("pvc-modes", 8 * MIB))
+        .unwrap()
+        .volume_id;
+    let staging = p.staging("pvc-modes");
+    p.stage(&id, &staging, &none).unwrap();
+    let t1 = p.target("pod-1", "pvc-modes");
+    let t2 = p.target("pod-2", "pvc-modes");
+    // SINGLE_NODE_WRITER and SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod): one target.
+    for mode in [Mode::SingleNodeWriter, Mode::SingleNodeSingleWriter] {
+        p.publish_mode(&id, &staging, &t1, false, &none, mode)
+            .unwrap();
+        assert_code(
+            p.publish_mode(&id, &staging, &t2, false, &none, mode),
+            Code::FailedPrecondition,
+            &format!("second target for {mode:?}"),
+        );
+        assert!(!is_mounted(&t2));
+        p.unpublish(&id, &t1).unwrap();
+    }
+    // The same target again with other options.
+    p.publish(&id, &staging, &t1, false, &none).unwrap();
+    assert_code(
+        p.publish(&id, &staging, &t1, true, &none),
+        Code::AlreadyExists,
+        "same target, now read-only",
+    );
+    // Stats of a path that is not this volume's.
+    let elsewhere = p.kubelet().join("pods/pod-3");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    assert_code(
+        p.stats(&id, &elsewhere.display().to_string()),
+        Code::NotFound,
+        "stats of another path",
+    );
+    p.unpublish(&id, &t1).unwrap();
+    p.unstage(&id, &staging).unwrap();
+
+    // Staged read-only (ReadOnlyMany): read-only publishes only.
+    p.stage_cap(&id, &staging, &none, cap(Mode::MultiNodeReaderOnly))
+        .unwrap();
+    p.publish_mode(&id, &staging, &t1, false, &none, Mode::MultiNodeReaderOnly)
+        .unwrap();
+    let (ok, out) = pod(&format!("touch {t1}/x"));
+    assert!(!ok && out.contains("Read-only"), "{out}");
+    assert_code(
+        p.publish(&id, &staging, &t2, false, &none),
+        Code::FailedPrecondition,
+        "read-write publish of a read-only staged volume",
+    );
+    p.unpublish(&id, &t1).unwrap();
+    p.unstage(&id, &staging).unwrap();
+
+    // Somebody else's mount at a target is never unmounted by the plugin.
+    std::fs::create_dir_all(&t2).unwrap();
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "foreign", &t2])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    p.unpublish(&id, &t2).unwrap();
+    assert!(is_mounted(&t2), "unpublish removed a foreign mount");
+    p.stage(&id, &staging, &none).unwrap();
+    assert_code(
+        p.publish(&id, &staging, &t2, false, &none),
+        Code::FailedPrecondition,
+        "publish over a foreign mount",
+    );
+    p.unstage(&id, &staging).unwrap();
+    force_unmount(Path::new(&t2));
+    p.delete(&id, &none).unwrap();
+    p.stop_check();
+}
+
+#[test]
+fn shutdown_with_mounted_volumes_is_quick_and_restart_flags_restored_targets() {
+    let mut p = Plugin::start();
+    let none = no_secrets();
+    let id = p.create(create_req("pvc-term", 8 * MIB)).unwrap().volume_id;
+    let staging = p.staging("pvc-term");
+    let target = p.target("pod-term", "pvc-term");
+    p.stage(&id, &staging, &none).unwrap();
+    p.publish(&id, &staging, &target, false, &none).unwrap();
+    std::fs::write(format!("{target}/note"), "kept\n").unwrap();
+    let started = Instant::now();
+    p.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "SIGTERM with a staged volume took {:?}",
+        started.elapsed()
+    );
+    p.spawn();
+    assert_eq!(
+        read(&format!("{target}/note")),
+        "kept\n",
+        "data written before SIGTERM"
+    );
+    let stats = p.stats(&id, &target).unwrap();
+    let condition = stats.volume_condition.unwrap();
+    assert!(
+        condition.abnormal && condition.message.contains("restart"),
+        "{condition:?}"
+    );
+    // The kubelet publishing it again for a new container clears the flag.
+    p.publish(&id, &staging, &target, false, &none).unwrap();
+    assert!(
+        !p.stats(&id, &target)
+            .unwrap()
+            .volume_condition
+            .unwrap()
+            .abnormal
+    );
+    p.unpublish(&id, &target).unwrap();
+    p.unstage(&id, &staging).unwrap();
+    p.delete(&id, &none).unwrap();
     p.stop_check();
 }

@@ -17,7 +17,7 @@ use tracing::info;
 use crate::catalog::{self, RecordState, Source, VolumeRecord};
 use crate::credentials::OperationKind;
 use crate::ids::{self, Parsed, SnapshotId, VolumeId};
-use crate::plugin::{check_capability, Plugin};
+use crate::plugin::{check_capability, CapCheck, Plugin};
 use crate::quantity::parse_quantity;
 use crate::status::{blocking, from_store};
 use crate::DEFAULT_POOL;
@@ -107,7 +107,7 @@ impl Create {
             return Err(Status::invalid_argument("volume_capabilities is required"));
         }
         for cap in &req.volume_capabilities {
-            check_capability(cap)?;
+            check_capability(cap, CapCheck::Controller)?;
         }
         let (required_bytes, limit_bytes) = capacity_range(req.capacity_range.as_ref())?;
         let parameters = tessera_parameters(&req.parameters)?;
@@ -156,6 +156,13 @@ impl Create {
                     plugin.node_id
                 )));
             }
+        }
+        if pool.len() + 1 + name.len() > ids::MAX_ID {
+            return Err(Status::invalid_argument(format!(
+                "name {name:?} is too long: the volume id {pool}/{name} would exceed CSI's \
+                 {} bytes",
+                ids::MAX_ID
+            )));
         }
         let description = parameters.get("description").cloned();
         Ok(Create {
@@ -464,8 +471,14 @@ fn create_volume(plugin: &Plugin, c: Create) -> Result<csi::Volume, Status> {
     let info = match provision(plugin, &c, &pool) {
         Ok(info) => info,
         Err(status) => {
-            let _ = pool.delete_volume(&c.name);
-            let _ = catalog::remove(pool.dir(), &c.name);
+            // Forget the request only once nothing of it is left; otherwise the
+            // `creating` record makes the retry clean up first.
+            if matches!(
+                pool.delete_volume(&c.name),
+                Ok(()) | Err(StoreError::NotFound(_))
+            ) {
+                let _ = catalog::remove(pool.dir(), &c.name);
+            }
             return Err(status);
         }
     };
@@ -554,7 +567,7 @@ impl Controller for ControllerService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        check_capability(cap)?;
+        check_capability(cap, CapCheck::Controller)?;
         ids::check_field("volume_id", &req.volume_id)?;
         self.plugin
             .credentials
@@ -586,8 +599,8 @@ impl Controller for ControllerService {
         self.plugin
             .credentials
             .check(OperationKind::ControllerPublish, &req.secrets)?;
-        let plugin = self.plugin.clone();
-        blocking(move || require_volume(&plugin, "volume_id", &req.volume_id).map(|_| ())).await?;
+        // Nothing is attached, so there is nothing to undo, even for a volume that is
+        // gone (the spec asks for OK then).
         Ok(Response::new(csi::ControllerUnpublishVolumeResponse {}))
     }
 
@@ -606,7 +619,7 @@ impl Controller for ControllerService {
         let unsupported = req
             .volume_capabilities
             .iter()
-            .find_map(|c| check_capability(c).err());
+            .find_map(|c| check_capability(c, CapCheck::Controller).err());
         Ok(Response::new(match unsupported {
             Some(status) => csi::ValidateVolumeCapabilitiesResponse {
                 confirmed: None,
@@ -683,7 +696,7 @@ impl Controller for ControllerService {
         let unsupported = req
             .volume_capabilities
             .iter()
-            .any(|c| check_capability(c).is_err());
+            .any(|c| check_capability(c, CapCheck::Controller).is_err());
         let available = if elsewhere || unsupported {
             0
         } else {
@@ -842,7 +855,7 @@ impl Controller for ControllerService {
             .ok_or_else(|| Status::invalid_argument("capacity_range is required"))?;
         let (required, limit) = capacity_range(Some(range))?;
         if let Some(cap) = &req.volume_capability {
-            check_capability(cap)?;
+            check_capability(cap, CapCheck::Controller)?;
         }
         self.plugin
             .credentials

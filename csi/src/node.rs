@@ -19,7 +19,10 @@ use tracing::{info, warn};
 
 use crate::credentials::OperationKind;
 use crate::ids::{self, Parsed, VolumeId};
-use crate::plugin::{check_capability, mount_flag, mount_flags_of, Plugin};
+use crate::plugin::{
+    check_capability, is_read_only_mode, is_single_target_mode, mount_flag, mount_flags_of,
+    CapCheck, Plugin,
+};
 use crate::quantity::parse_quantity;
 use crate::state::{read_json, write_json, NodeState, Published, Staged, NODE_STATE_FILE};
 use crate::status::{blocking, from_store};
@@ -67,24 +70,26 @@ fn probe(path: &Path) -> Result<MountProbe, Status> {
         .map_err(|e| io_status(&format!("inspecting {}", path.display()), e))
 }
 
-/// Unmounts whatever is at `path` (live or dead), lazily if it is busy.
+/// Unmounts the mount at `path` (live or dead), lazily if it is busy; never follows a
+/// symlink.
 fn unmount_path(path: &Path) -> Result<(), Status> {
-    match nix::mount::umount2(path, MntFlags::empty()) {
+    match nix::mount::umount2(path, MntFlags::UMOUNT_NOFOLLOW) {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
-        Err(nix::errno::Errno::EBUSY) => tessera_fs::detach(path)
-            .map_err(|e| io_status(&format!("detaching busy {}", path.display()), e)),
         Err(_) => tessera_fs::detach(path)
             .map_err(|e| io_status(&format!("unmounting {}", path.display()), e)),
     }
 }
 
-/// Unmounts every mount stacked at `path`.
+/// Unmounts every Tessera mount stacked at `path` (FUSE sessions and bind mounts of
+/// them, live or dead). Anybody else's mount is left alone.
 fn clear_mounts(path: &Path) -> Result<(), Status> {
     for _ in 0..8 {
         match probe(path)? {
-            MountProbe::Mounted | MountProbe::Dead => unmount_path(path)?,
-            MountProbe::Missing | MountProbe::Plain => return Ok(()),
+            MountProbe::Mounted | MountProbe::Dead if tessera_fs::is_tessera_mount(path) => {
+                unmount_path(path)?
+            }
+            _ => return Ok(()),
         }
     }
     Err(Status::internal(format!(
@@ -93,8 +98,18 @@ fn clear_mounts(path: &Path) -> Result<(), Status> {
     )))
 }
 
+/// Creates the last component of a staging or target path; its parent is the kubelet's
+/// to make.
 fn ensure_dir(path: &Path) -> Result<(), Status> {
-    std::fs::create_dir_all(path).map_err(|e| io_status(&format!("creating {}", path.display()), e))
+    match std::fs::create_dir(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Status::failed_precondition(format!(
+            "the parent directory of {} does not exist",
+            path.display()
+        ))),
+        Err(e) => Err(io_status(&format!("creating {}", path.display()), e)),
+    }
 }
 
 fn bind(staging: &Path, target: &Path, read_only: bool, flags: &[String]) -> Result<(), Status> {
@@ -112,14 +127,15 @@ fn bind(staging: &Path, target: &Path, read_only: bool, flags: &[String]) -> Res
             target.display()
         ))
     })?;
-    let mut extra = MsFlags::empty();
+    // A bind remount replaces the mount's flags: keep the FUSE mount's nosuid and nodev.
+    let mut extra = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     for f in flags {
         extra |= mount_flag(f)?;
     }
     if read_only {
         extra |= MsFlags::MS_RDONLY;
     }
-    if !extra.is_empty() {
+    if read_only || !flags.is_empty() {
         let remount = nix::mount::mount(
             None::<&str>,
             target,
@@ -350,7 +366,7 @@ impl NodeMounts {
             .volume_context
             .get(EPHEMERAL_CONTEXT_KEY)
             .is_some_and(|v| v == "true");
-        let read_only = req.readonly || mode == Mode::SingleNodeReaderOnly;
+        let read_only = req.readonly || is_read_only_mode(mode);
         let wanted = Published {
             volume_id: if ephemeral {
                 ephemeral_id(req)?.to_string()
@@ -360,15 +376,25 @@ impl NodeMounts {
             read_only,
             mount_flags: flags.clone(),
             ephemeral,
+            restored: false,
         };
         if let Some(existing) = self.state.published.get(&target) {
-            if *existing != wanted {
+            let same = Published {
+                restored: false,
+                ..existing.clone()
+            };
+            if same != wanted {
                 return Err(Status::already_exists(format!(
                     "{} is already published with another volume or other options",
                     target.display()
                 )));
             }
             if probe(&target)? == MountProbe::Mounted {
+                if existing.restored {
+                    // The kubelet set this target up again for a (re)starting container.
+                    self.state.published.insert(target, wanted);
+                    self.save()?;
+                }
                 return Ok(());
             }
             warn!("{} lost its mount; publishing it again", target.display());
@@ -395,28 +421,30 @@ impl NodeMounts {
                     staging.display()
                 )));
             }
-            if mode == Mode::SingleNodeSingleWriter && !read_only {
-                if let Some((t, _)) =
-                    self.state.published.iter().find(|(t, p)| {
-                        p.volume_id == req.volume_id && !p.read_only && **t != target
-                    })
+            if staged.read_only && !read_only {
+                return Err(Status::failed_precondition(format!(
+                    "volume {id} is staged read-only; it cannot be published read-write"
+                )));
+            }
+            if is_single_target_mode(mode) {
+                if let Some((t, _)) = self
+                    .state
+                    .published
+                    .iter()
+                    .find(|(t, p)| p.volume_id == req.volume_id && **t != target)
                 {
                     return Err(Status::failed_precondition(format!(
-                        "volume {id} is SINGLE_NODE_SINGLE_WRITER and already published \
-                         read-write at {}",
-                        t.display()
+                        "volume {id} is already published at {} and access mode {} allows \
+                         one target only",
+                        t.display(),
+                        mode.as_str_name()
                     )));
                 }
             }
             self.ensure_session(plugin, &id, &staged)?;
             clear_mounts(&target)?;
             ensure_dir(&target)?;
-            bind(
-                &staged.staging_path,
-                &target,
-                read_only || staged.read_only,
-                &flags,
-            )?;
+            bind(&staged.staging_path, &target, read_only, &flags)?;
         }
         self.state.published.insert(target.clone(), wanted);
         self.save()?;
@@ -464,25 +492,48 @@ impl NodeMounts {
                 }
             }
         }
-        match pool.create_volume(&id.volume, options) {
-            Ok(_) => info!(volume = %id, "created inline ephemeral volume"),
-            Err(StoreError::Exists(_)) => {}
+        let key = id.to_string();
+        let ours = self
+            .state
+            .published
+            .values()
+            .any(|p| p.ephemeral && p.volume_id == key);
+        let created = match pool.create_volume(&id.volume, options) {
+            Ok(_) => {
+                info!(volume = %id, "created inline ephemeral volume");
+                true
+            }
+            // Ours from an earlier publish of this target (being repaired).
+            Err(StoreError::Exists(_)) if ours => false,
+            Err(StoreError::Exists(_)) => {
+                return Err(Status::already_exists(format!(
+                    "a volume named {id} already exists and is not this inline volume"
+                )))
+            }
             Err(e) => return Err(from_store(&format!("creating inline volume {id}"), e)),
+        };
+        let mounted = (|| {
+            if let Some(m) = self.ephemeral.remove(target) {
+                let _ = m.unmount();
+            }
+            clear_mounts(target)?;
+            ensure_dir(target)?;
+            let (_, volume) = open_volume(plugin, &id)?;
+            tessera_fs::mount_background(volume, target, &mount_options(&key, wanted.read_only))
+                .map_err(|e| mount_status(&format!("mounting inline volume {id}"), e))
+        })();
+        match mounted {
+            Ok(mount) => {
+                self.ephemeral.insert(target.to_path_buf(), mount);
+                Ok(())
+            }
+            Err(status) => {
+                if created {
+                    let _ = pool.delete_volume(&id.volume);
+                }
+                Err(status)
+            }
         }
-        if let Some(m) = self.ephemeral.remove(target) {
-            let _ = m.unmount();
-        }
-        clear_mounts(target)?;
-        ensure_dir(target)?;
-        let (_, volume) = open_volume(plugin, &id)?;
-        let mount = tessera_fs::mount_background(
-            volume,
-            target,
-            &mount_options(&id.to_string(), wanted.read_only),
-        )
-        .map_err(|e| mount_status(&format!("mounting inline volume {id}"), e))?;
-        self.ephemeral.insert(target.to_path_buf(), mount);
-        Ok(())
     }
 
     fn unpublish(&mut self, plugin: &Plugin, target: &Path) -> Result<(), Status> {
@@ -492,10 +543,12 @@ impl NodeMounts {
                 .map_err(|e| mount_status(&format!("unmounting {}", target.display()), e))?;
         }
         clear_mounts(target)?;
-        match std::fs::remove_dir(target) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => warn!("leaving {} in place: {e}", target.display()),
+        if probe(target)? == MountProbe::Plain {
+            match std::fs::remove_dir(target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => warn!("leaving {} in place: {e}", target.display()),
+            }
         }
         if let Some(p) = entry {
             if p.ephemeral {
@@ -517,11 +570,28 @@ impl NodeMounts {
     }
 
     /// Brings back the mounts recorded in the state file (after a restart). What can no
-    /// longer be served (its volume is gone) is unmounted and forgotten.
-    pub fn restore(&mut self, plugin: &Plugin) -> Result<(), String> {
-        let state: NodeState = read_json(&self.state_path)
-            .map_err(|e| format!("reading {}: {e}", self.state_path.display()))?
-            .unwrap_or_default();
+    /// longer be served (its volume or its pod directory is gone) is unmounted and
+    /// forgotten. A state file that cannot be read is set aside, not fatal.
+    pub fn restore(&mut self, plugin: &Plugin) {
+        let state: NodeState = match read_json(&self.state_path) {
+            Ok(s) => s.unwrap_or_default(),
+            Err(e) => {
+                let aside = self.state_path.with_extension(format!(
+                    "json.unreadable-{}",
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0)
+                ));
+                warn!(
+                    "cannot read {} ({e}); moving it to {} and starting without staged volumes",
+                    self.state_path.display(),
+                    aside.display()
+                );
+                let _ = std::fs::rename(&self.state_path, &aside);
+                NodeState::default()
+            }
+        };
         self.state = state.clone();
         for (id, staged) in &state.staged {
             let restored =
@@ -536,26 +606,26 @@ impl NodeMounts {
             }
         }
         for (target, p) in &state.published {
-            let restored = if p.ephemeral {
+            let restored = if target.parent().is_none_or(|d| !d.is_dir()) {
+                Err(Status::not_found("its pod directory is gone"))
+            } else if p.ephemeral {
                 self.restore_ephemeral(plugin, target, p)
             } else {
                 match self.state.staged.get(&p.volume_id) {
                     Some(staged) => clear_mounts(target)
                         .and_then(|()| ensure_dir(target))
                         .and_then(|()| {
-                            bind(
-                                &staged.staging_path,
-                                target,
-                                p.read_only || staged.read_only,
-                                &p.mount_flags,
-                            )
+                            bind(&staged.staging_path, target, p.read_only, &p.mount_flags)
                         }),
                     None => Err(Status::not_found("its volume is no longer staged")),
                 }
             };
             match restored {
                 Ok(()) => {
-                    info!(volume = %p.volume_id, target = %target.display(), "restored publish")
+                    info!(volume = %p.volume_id, target = %target.display(), "restored publish");
+                    if let Some(e) = self.state.published.get_mut(target) {
+                        e.restored = true;
+                    }
                 }
                 Err(e) => {
                     warn!(volume = %p.volume_id, "cannot restore {}: {}; cleaning up", target.display(), e.message());
@@ -564,7 +634,9 @@ impl NodeMounts {
                 }
             }
         }
-        self.save().map_err(|e| e.message().to_string())
+        if let Err(e) = self.save() {
+            warn!("{}", e.message());
+        }
     }
 
     fn restore_ephemeral(
@@ -582,6 +654,18 @@ impl NodeMounts {
                 .map_err(|e| mount_status(&format!("mounting inline volume {id}"), e))?;
         self.ephemeral.insert(target.to_path_buf(), mount);
         Ok(())
+    }
+
+    /// Flushes every mount and lets go of the sessions without unmounting (on
+    /// shutdown): they end with the process, and the next start mounts them again.
+    pub fn release_for_exit(&mut self) {
+        self.flush_all();
+        for m in self.staged.drain().map(|(_, m)| m) {
+            std::mem::forget(m);
+        }
+        for m in self.ephemeral.drain().map(|(_, m)| m) {
+            std::mem::forget(m);
+        }
     }
 }
 
@@ -622,7 +706,7 @@ impl Node for NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        let mode = check_capability(cap)?;
+        let mode = check_capability(cap, CapCheck::Node)?;
         self.plugin
             .credentials
             .check(OperationKind::NodeStage, &req.secrets)?;
@@ -630,7 +714,7 @@ impl Node for NodeService {
         let _guard = self.plugin.lock(format!("node:{}", req.volume_id)).await;
         let plugin = self.plugin.clone();
         blocking(move || {
-            let read_only = mode == Mode::SingleNodeReaderOnly;
+            let read_only = is_read_only_mode(mode);
             plugin.node.lock().stage(&plugin, &id, staging, read_only)
         })
         .await?;
@@ -663,12 +747,18 @@ impl Node for NodeService {
             .volume_capability
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("volume_capability is required"))?;
-        let mode = check_capability(cap)?;
+        let mode = check_capability(cap, CapCheck::Node)?;
         let ephemeral = req
             .volume_context
             .get(EPHEMERAL_CONTEXT_KEY)
             .is_some_and(|v| v == "true");
         if !ephemeral {
+            if req.staging_target_path.is_empty() {
+                return Err(Status::failed_precondition(
+                    "staging_target_path is not set: this plugin stages volumes \
+                     (STAGE_UNSTAGE_VOLUME) before publishing them",
+                ));
+            }
             self.plugin
                 .kubelet_path("staging_target_path", &req.staging_target_path)?;
         }
@@ -704,15 +794,39 @@ impl Node for NodeService {
         let plugin = self.plugin.clone();
         let response = blocking(move || {
             // An inline volume's store name lives in the node state, not in its id.
-            let recorded = plugin
-                .node
-                .lock()
-                .state
-                .published
-                .get(&path)
-                .filter(|p| p.ephemeral)
-                .map(|p| p.volume_id.clone());
+            let (recorded, restored, staged_here) = {
+                let node = plugin.node.lock();
+                let entry = node.state.published.get(&path);
+                let staged_here = node
+                    .state
+                    .staged
+                    .get(&req.volume_id)
+                    .is_some_and(|s| s.staging_path == path);
+                (
+                    entry.map(|p| p.volume_id.clone()),
+                    entry.is_some_and(|p| p.restored),
+                    staged_here,
+                )
+            };
             let id = parse_id("volume_id", recorded.as_deref().unwrap_or(&req.volume_id))?;
+            // The path must hold this volume: by the node's records, or (records lost)
+            // by the mount's source.
+            let ours = staged_here
+                || recorded.is_some()
+                || tessera_fs::mount_source(&path).is_some_and(|s| s == format!("tessera:{id}"));
+            if !ours {
+                if probe(&path)? == MountProbe::Missing {
+                    return Err(Status::not_found(format!(
+                        "volume path {} does not exist",
+                        path.display()
+                    )));
+                }
+                return Err(Status::not_found(format!(
+                    "volume {} is not staged or published at {}",
+                    req.volume_id,
+                    path.display()
+                )));
+            }
             let (_, volume) = open_volume(&plugin, &id)?;
             let condition = match probe(&path)? {
                 MountProbe::Missing => {
@@ -721,6 +835,14 @@ impl Node for NodeService {
                         path.display()
                     )))
                 }
+                MountProbe::Mounted if restored => csi::VolumeCondition {
+                    abnormal: true,
+                    message: format!(
+                        "the plugin restarted and mounted {} again; containers that were \
+                         running before keep a dead copy of the old mount until they restart",
+                        path.display()
+                    ),
+                },
                 MountProbe::Mounted => csi::VolumeCondition {
                     abnormal: false,
                     message: "mounted and served".into(),
@@ -773,7 +895,7 @@ impl Node for NodeService {
         ids::check_field("volume_id", &req.volume_id)?;
         let path = self.plugin.kubelet_path("volume_path", &req.volume_path)?;
         if let Some(cap) = &req.volume_capability {
-            check_capability(cap)?;
+            check_capability(cap, CapCheck::Node)?;
         }
         let (required, limit) = match &req.capacity_range {
             Some(r) if r.required_bytes < 0 || r.limit_bytes < 0 => {

@@ -17,8 +17,9 @@ use crate::{Config, TOPOLOGY_KEY};
 
 pub struct Plugin {
     pub node_id: String,
-    /// Canonical.
+    /// As configured (made absolute) and canonical: requests may use either spelling.
     pub kubelet_dir: PathBuf,
+    kubelet_dir_real: PathBuf,
     pub credentials: Credentials,
     pub pools: BTreeMap<String, Pool>,
     pub max_volumes: i64,
@@ -30,15 +31,17 @@ pub struct Plugin {
 
 impl Plugin {
     pub fn new(config: Config) -> std::io::Result<Plugin> {
-        let kubelet_dir = config.kubelet_dir.canonicalize().map_err(|e| {
+        let kubelet_dir_real = config.kubelet_dir.canonicalize().map_err(|e| {
             std::io::Error::new(
                 e.kind(),
                 format!("kubelet directory {}: {e}", config.kubelet_dir.display()),
             )
         })?;
+        let kubelet_dir = std::path::absolute(&config.kubelet_dir)?;
         Ok(Plugin {
             node_id: config.node_id,
             kubelet_dir,
+            kubelet_dir_real,
             credentials: config.credentials,
             pools: config.pools,
             max_volumes: config.max_volumes,
@@ -108,7 +111,8 @@ impl Plugin {
             ))
         };
         let p = p.to_path_buf();
-        if !p.starts_with(&self.kubelet_dir) || p == self.kubelet_dir {
+        let inside = |dir: &Path| p.starts_with(dir) && p != dir;
+        if !inside(&self.kubelet_dir) && !inside(&self.kubelet_dir_real) {
             return Err(outside());
         }
         // Resolve the deepest existing ancestor (the path itself may be a dead mount
@@ -117,7 +121,7 @@ impl Plugin {
         while let Some(a) = existing {
             match a.canonicalize() {
                 Ok(real) => {
-                    if !real.starts_with(&self.kubelet_dir) {
+                    if !real.starts_with(&self.kubelet_dir_real) {
                         return Err(outside());
                     }
                     break;
@@ -125,12 +129,30 @@ impl Plugin {
                 Err(_) => existing = a.parent(),
             }
         }
+        // Mounting and unmounting follow a symlink in the last component: refuse one.
+        if std::fs::symlink_metadata(&p).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Status::invalid_argument(format!(
+                "{field} {path:?} is a symbolic link"
+            )));
+        }
         Ok(p)
     }
 }
 
+/// Where a capability is checked: CreateVolume and validation refuse unsupported ones
+/// as INVALID_ARGUMENT; the node calls, as FAILED_PRECONDITION ("exceeds capabilities").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapCheck {
+    Controller,
+    Node,
+}
+
 /// The access modes Tessera serves, and why the others are refused.
-pub fn check_capability(cap: &VolumeCapability) -> Result<Mode, Status> {
+pub fn check_capability(cap: &VolumeCapability, at: CapCheck) -> Result<Mode, Status> {
+    let unsupported = |msg: String| match at {
+        CapCheck::Controller => Status::invalid_argument(msg),
+        CapCheck::Node => Status::failed_precondition(msg),
+    };
     match &cap.access_type {
         None => {
             return Err(Status::invalid_argument(
@@ -138,9 +160,10 @@ pub fn check_capability(cap: &VolumeCapability) -> Result<Mode, Status> {
             ))
         }
         Some(AccessType::Block(_)) => {
-            return Err(Status::invalid_argument(
+            return Err(unsupported(
                 "block volumes are not supported: Tessera volumes are file systems \
-                 (use volumeMode: Filesystem)",
+                 (use volumeMode: Filesystem)"
+                    .into(),
             ))
         }
         Some(AccessType::Mount(m)) => {
@@ -155,21 +178,36 @@ pub fn check_capability(cap: &VolumeCapability) -> Result<Mode, Status> {
         .and_then(|m| Mode::try_from(m.mode).ok())
         .unwrap_or(Mode::Unknown);
     match mode {
+        // ReadOnlyMany arrives as MULTI_NODE_READER_ONLY; the volume's topology keeps
+        // every reader on its node, so it is served read-only.
         Mode::SingleNodeWriter
         | Mode::SingleNodeReaderOnly
         | Mode::SingleNodeSingleWriter
-        | Mode::SingleNodeMultiWriter => Ok(mode),
-        Mode::MultiNodeReaderOnly | Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter => {
-            Err(Status::invalid_argument(format!(
-                "access mode {} is not supported: a Tessera volume lives on one node's disk, \
-                 so only single-node modes (ReadWriteOnce, ReadWriteOncePod) are served",
-                mode.as_str_name()
-            )))
-        }
+        | Mode::SingleNodeMultiWriter
+        | Mode::MultiNodeReaderOnly => Ok(mode),
+        Mode::MultiNodeSingleWriter | Mode::MultiNodeMultiWriter => Err(unsupported(format!(
+            "access mode {} is not supported: a Tessera volume lives on one node's disk, \
+             so only single-node writers (ReadWriteOnce, ReadWriteOncePod) and readers \
+             are served",
+            mode.as_str_name()
+        ))),
         Mode::Unknown => Err(Status::invalid_argument(
             "volume_capability.access_mode is required",
         )),
     }
+}
+
+/// Modes whose publishes are read-only.
+pub fn is_read_only_mode(mode: Mode) -> bool {
+    matches!(mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
+}
+
+/// Modes the spec allows to be published at one target only.
+pub fn is_single_target_mode(mode: Mode) -> bool {
+    matches!(
+        mode,
+        Mode::SingleNodeWriter | Mode::SingleNodeReaderOnly | Mode::SingleNodeSingleWriter
+    )
 }
 
 /// Mount flags that can be applied to a bind mount, as `MsFlags`.

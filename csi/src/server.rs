@@ -27,8 +27,6 @@ pub enum ServeError {
         what: String,
         source: std::io::Error,
     },
-    #[error("restoring the node's mounts: {0}")]
-    Restore(String),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -56,15 +54,11 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
 
 /// Restores the node's mounts, then serves Identity, Controller and Node on
 /// `config.socket` until SIGTERM or SIGINT. On the way out every mount's data is
-/// flushed; the mounts themselves are restored by the next start.
+/// flushed and the process exits; the next start mounts everything again.
 pub fn serve(config: Config) -> Result<(), ServeError> {
     let socket = config.socket.clone();
     let plugin = Arc::new(Plugin::new(config).map_err(io("opening the kubelet directory"))?);
-    plugin
-        .node
-        .lock()
-        .restore(&plugin)
-        .map_err(ServeError::Restore)?;
+    plugin.node.lock().restore(&plugin);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -108,8 +102,10 @@ pub fn serve(config: Config) -> Result<(), ServeError> {
         }
     });
     let _ = std::fs::remove_file(&socket);
+    // Flush, then leave the mounts to end with the process: unmounting a staged volume
+    // would wait for its pods' bind mounts, and the next start mounts everything again.
     info!("flushing mounted volumes");
-    plugin.node.lock().flush_all();
+    plugin.node.lock().release_for_exit();
     for pool in plugin.pools.values() {
         if let Err(e) = pool.sync() {
             warn!("syncing pool {}: {e}", pool.dir().display());

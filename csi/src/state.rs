@@ -68,6 +68,10 @@ pub struct Published {
     /// Created on publish and deleted on unpublish.
     #[serde(default)]
     pub ephemeral: bool,
+    /// Mounted again by a restarted plugin: containers that were running keep their
+    /// private copy of the old, dead mount until they restart.
+    #[serde(default)]
+    pub restored: bool,
 }
 
 /// Everything the node must bring back after a restart.

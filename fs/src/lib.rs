@@ -18,6 +18,6 @@ pub mod mount;
 
 pub use adapter::TesseraFs;
 pub use mount::{
-    default_threads, detach, mount_background, mount_foreground, mount_points_of, probe_mount,
-    BackgroundMount, MountError, MountOptions, MountProbe,
+    default_threads, detach, is_tessera_mount, mount_background, mount_foreground, mount_points_of,
+    mount_source, mount_type, probe_mount, BackgroundMount, MountError, MountOptions, MountProbe,
 };

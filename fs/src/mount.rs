@@ -568,6 +568,43 @@ fn is_mount_point(dir: &Path, meta: &std::fs::Metadata) -> io::Result<bool> {
     }))
 }
 
+/// The file system type (`fuse.tessera`, `tmpfs`, ...) of the topmost mount at `path`
+/// (taken literally, as `/proc/self/mountinfo` lists it), if it is a mount point.
+pub fn mount_type(path: &Path) -> Option<String> {
+    mountinfo_entry(path).map(|(fstype, _)| fstype)
+}
+
+/// The source of the topmost mount at `path` (`tessera:VOLUME` for Tessera's mounts and
+/// bind mounts of them).
+pub fn mount_source(path: &Path) -> Option<String> {
+    mountinfo_entry(path).map(|(_, source)| source)
+}
+
+fn mountinfo_entry(path: &Path) -> Option<(String, String)> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = path.as_os_str().as_bytes();
+    mountinfo.lines().rev().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let mp = fields.get(4)?;
+        if unescape_mountinfo(mp) != target {
+            return None;
+        }
+        let dash = fields.iter().position(|f| *f == "-")?;
+        let fstype = fields.get(dash + 1)?;
+        let source = fields.get(dash + 2)?;
+        Some((
+            fstype.to_string(),
+            String::from_utf8_lossy(&unescape_mountinfo(source)).into_owned(),
+        ))
+    })
+}
+
+/// Whether the topmost mount at `path` is a Tessera volume (its FUSE mount or a bind
+/// mount of one), live or dead.
+pub fn is_tessera_mount(path: &Path) -> bool {
+    mount_type(path).is_some_and(|t| t == format!("fuse.{SUBTYPE}"))
+}
+
 /// Undo mountinfo's octal escapes (`\040` for a space, ...).
 fn unescape_mountinfo(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
