@@ -233,17 +233,20 @@ impl<'a> Txn<'a> {
     fn purge(&mut self, ino: Ino, r: &InodeRecord) -> Result<()> {
         let id = self.vol.id;
         let (from, to) = (keys::pair(id, ino), keys::pair(id, ino + 1));
+        // Point deletes of the keys found, not range deletes: every range tombstone
+        // stays in the memtable's list that each later read consults, so deleting many
+        // files with them slows every following operation down.
         let batch = &mut self.batch;
-        self.vol
-            .pool
-            .engine()
-            .scan(Cf::ChunkMap, &from, &to, &mut |_, v| {
-                batch.add_ref(&ChunkRef::decode(v)?.hash, -1);
-                Ok(true)
-            })?;
-        for cf in [Cf::ChunkMap, Cf::Xattrs] {
-            self.batch.delete_range(cf, from.clone(), to.clone());
-        }
+        let engine = self.vol.pool.engine();
+        engine.scan(Cf::ChunkMap, &from, &to, &mut |k, v| {
+            batch.add_ref(&ChunkRef::decode(v)?.hash, -1);
+            batch.delete(Cf::ChunkMap, k.to_vec());
+            Ok(true)
+        })?;
+        engine.scan(Cf::Xattrs, &from, &to, &mut |k, _| {
+            batch.delete(Cf::Xattrs, k.to_vec());
+            Ok(true)
+        })?;
         self.batch.delete(Cf::Inodes, from.clone());
         self.batch.delete(Cf::Orphans, from);
         if let Some(fs) = self.st.files.remove(&ino) {
