@@ -50,6 +50,7 @@ usage_error() {
     exit 2
 }
 
+ARGS=("$@")
 MODE=full
 OUT=
 TESSERA=
@@ -252,7 +253,7 @@ env_set() { printf '%s\t%s\n' "$1" "$2" >>"$RAW/env.tsv"; }
 sys_set() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW/systems.tsv"; }
 
 env_set mode "$MODE"
-env_set command "bash benches/run.sh $([ "$MODE" = quick ] && echo --quick || echo --full)$([ "$BINDFS" = 1 ] && echo ' --bindfs')$([ "$JUICEFS" = 0 ] && echo ' --no-juicefs')"
+env_set command "bash benches/run.sh${ARGS[*]:+ ${ARGS[*]}}"
 env_set started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 env_set kernel "$(uname -r)"
 env_set cores "$(nproc)"
@@ -273,7 +274,9 @@ TPID=
 tessera_start() {
     local data=$1 mnt=$2 vol=$3 label=$4 i
     mkdir -p "$data" "$mnt"
-    "$TESSERA" --data-dir "$data" mount --create --size 64GiB "$vol" "$mnt" 2>>"$OUT/logs/tessera-$label.log" &
+    # setsid: its own session, so a Ctrl-C on the terminal reaches the runner (whose trap
+    # stops the mount) and not the server, which would unmount under a running job.
+    setsid "$TESSERA" --data-dir "$data" mount --create --size 64GiB "$vol" "$mnt" 2>>"$OUT/logs/tessera-$label.log" &
     TPID=$!
     TESSERA_PIDS+=("$TPID")
     for i in $(seq 600); do
@@ -367,9 +370,14 @@ fio_job() {
     for s in "${SYSTEMS[@]}"; do
         drop_caches
         log "fio $id on $s"
+        if [ "$s" != native ] && ! mountpoint -q "${DIR_OF[$s]}"; then
+            echo "not mounted any more" >"$RAW/$s/$id.failed"
+            [ "$s" = tessera ] && problem "the Tessera mount is gone before fio $id (crashed? logs/tessera-main.log)"
+            continue
+        fi
         if ! BENCH_DIR="${DIR_OF[$s]}" BENCH_SIZE="$size" BENCH_NUMJOBS="$nj" BENCH_MAXTIME="$SEQ_MAXTIME" \
             BENCH_RUNTIME="$RUNTIME" BENCH_IOENGINE="$engine" BENCH_IODEPTH="$depth" BENCH_DIRECT="$direct" \
-            timeout -k 30 "$limit" fio --output-format=json --output="$RAW/$s/$id.json" \
+            timeout --foreground -k 30 "$limit" fio --output-format=json --output="$RAW/$s/$id.json" \
             "$ROOT/benches/fio/$file" 2>"$RAW/$s/$id.err"; then
             local why
             why="fio failed: $(grep -v '^$' "$RAW/$s/$id.err" | tail -n 1 | cut -c1-200)"
@@ -414,7 +422,7 @@ for s in "${SYSTEMS[@]}"; do
     drop_caches
     log "metadata job ($META_FILES files) on $s"
     # shellcheck disable=SC2086 # META_DROP is empty or one flag
-    if ! timeout -k 30 3600 python3 "$ROOT/benches/metadata.py" "${DIR_OF[$s]}" --files "$META_FILES" $META_DROP \
+    if ! timeout --foreground -k 30 3600 python3 "$ROOT/benches/metadata.py" "${DIR_OF[$s]}" --files "$META_FILES" $META_DROP \
         --out "$RAW/$s/metadata.json" >/dev/null 2>"$RAW/$s/metadata.err"; then
         printf 'metadata.py failed: %s\n' "$(tail -n 1 "$RAW/$s/metadata.err" | cut -c1-200)" >"$RAW/$s/metadata.failed"
         rm -f "$RAW/$s/metadata.json"
