@@ -143,6 +143,19 @@ def build(out):
                "peak_vm_hwm_mib": round(peak / 1024, 1) if peak else None}
     jobs.append(rss_job)
 
+    space = {}
+    for job_id, s, kib in read_tsv(os.path.join(raw, "space.tsv")):
+        if kib:
+            e = space.setdefault(s, {"peak_mib": 0, "last_mib": 0, "peak_after": ""})
+            mib = round(int(kib) / 1024, 1)
+            e["last_mib"] = mib
+            if mib >= e["peak_mib"]:
+                e["peak_mib"], e["peak_after"] = mib, job_id
+    gc = read_tsv(os.path.join(raw, "gc.tsv"))
+    gc_summary = {"runs": len(gc), "chunks_deleted": sum(int(r[1]) for r in gc),
+                  "bytes_freed": sum(int(r[2]) for r in gc),
+                  "max_ms": max((int(r[3]) for r in gc), default=0)}
+
     problems = []
     p = os.path.join(raw, "problems.txt")
     if os.path.exists(p):
@@ -150,7 +163,7 @@ def build(out):
             problems = [line.strip() for line in f if line.strip()]
 
     res = {"env": env, "systems": systems, "measured_systems": measured, "jobs": jobs,
-           "problems": problems}
+           "disk_space": space, "tessera_gc": gc_summary, "problems": problems}
     res["targets"] = targets(res)
     return res
 
@@ -360,6 +373,24 @@ def markdown(res):
     L.append("")
     L.append("`main` served every fio and metadata job; the others are the snapshot and dedup mounts.")
     L.append("")
+
+    L.append("## Disk space of each system's storage during the fio jobs")
+    L.append("")
+    L.append("| system | peak | after the job | at the end of the fio jobs |")
+    L.append("|---|---|---|---|")
+    for s in SYSTEMS:
+        e = res.get("disk_space", {}).get(s)
+        if e:
+            L.append("| %s | %.1f MiB | %s | %.1f MiB |" % (NAMES[s], e["peak_mib"], e["peak_after"], e["last_mib"]))
+    L.append("")
+    gc = res.get("tessera_gc", {})
+    if gc.get("runs"):
+        L.append("Tessera keeps chunks that overwrites and deletes leave unreferenced until `tessera gc`; the "
+                 "runner ran it (untimed, mounted) after each fio job: %d runs deleted %s chunks, %.1f MiB "
+                 "(longest run %d ms). The Tessera figures above are measured after "
+                 "the gc (in RocksDB, space comes back when compaction rewrites the blob files)."
+                 % (gc["runs"], "{:,}".format(gc["chunks_deleted"]), gc["bytes_freed"] / 1048576, gc["max_ms"]))
+        L.append("")
 
     L.append("## Problems seen in Tessera")
     L.append("")

@@ -3,7 +3,7 @@
 # directory of the backing filesystem (native), on JuiceFS (SQLite metadata, local
 # file storage) and optionally on bindfs, in one run; then results.json, results.md
 # and chart.png in the output directory. Run `bash benches/run.sh --help`.
-set -euo pipefail
+set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 # shellcheck source=scripts/lib.sh
@@ -98,6 +98,7 @@ if [ "$MODE" = quick ]; then
     SNAP_POINTS="64MiB:10 128MiB:2000" # size:files, growing
     SNAP_REPEAT=1
     DEDUP_MIB=64
+    MIN_FREE_GIB=2 # needed at the start; the run stops below half of it
 else
     SEQ_TOTAL_MIB=1024
     SEQ_MAXTIME=180
@@ -107,6 +108,7 @@ else
     SNAP_POINTS="1GiB:100 2GiB:10000 4GiB:100000"
     SNAP_REPEAT=3
     DEDUP_MIB=1024
+    MIN_FREE_GIB=16
 fi
 VENV=${TESSERA_BENCH_VENV:-$HOME/.cache/tessera-bench/venv}
 STARTED=$(date +%s)
@@ -219,6 +221,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM HUP
+trap 'printf "error: benches/run.sh line %s: %s failed (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 
 ensure_bench_packages
 mkdir -p "$OUT"
@@ -227,6 +230,14 @@ RAW="$OUT/raw"
 rm -rf "$RAW"
 mkdir -p "$RAW" "$OUT/logs"
 WORK=$(mktemp -d /var/tmp/tessera-bench.XXXXXX)
+free_gib() { df -Pk "$WORK" | awk 'NR == 2 {printf "%d", $4 / 1048576}'; }
+[ "$(free_gib)" -ge "$MIN_FREE_GIB" ] ||
+    die "only $(free_gib) GiB free on $(dirname "$WORK"); the $MODE run needs $MIN_FREE_GIB GiB"
+# Stops the run before the disk fills up (a full disk fails every system's jobs).
+check_space() {
+    [ "$(free_gib)" -ge $((MIN_FREE_GIB / 2)) ] ||
+        die "only $(free_gib) GiB left free on $(dirname "$WORK"); stopping before the disk fills up (see raw/space.tsv)"
+}
 ensure_tessera
 TESSERA=$(cd "$(dirname "$TESSERA")" && pwd)/$(basename "$TESSERA")
 ensure_venv
@@ -331,15 +342,18 @@ else
     J="$WORK/juicefs"
     mkdir -p "$J/mnt" "$J/obj" "$J/cache"
     log "mounting JuiceFS ($("$JUICEFS_BIN" --version))"
-    if ! "$JUICEFS_BIN" format "sqlite3://$J/meta.db" --storage file --bucket "$J/obj/" benchjfs >"$OUT/logs/juicefs-format.log" 2>&1; then
+    # --trash-days 0: without it JuiceFS keeps every overwritten or compacted slice for a
+    # day, and the random-write jobs fill the disk (tens of GiB in the full run).
+    if ! "$JUICEFS_BIN" format "sqlite3://$J/meta.db" --storage file --bucket "$J/obj/" --trash-days 0 \
+        benchjfs >"$OUT/logs/juicefs-format.log" 2>&1; then
         juicefs_skip "juicefs format failed (logs/juicefs-format.log)"
     else
         FUSE_MOUNTS+=("$J/mnt")
-        if "$JUICEFS_BIN" mount -d --no-usage-report --cache-dir "$J/cache" --log "$OUT/logs/juicefs.log" \
+        if "$JUICEFS_BIN" mount -d --no-usage-report --cache-dir "$J/cache" --cache-size 2048 --log "$OUT/logs/juicefs.log" \
             "sqlite3://$J/meta.db" "$J/mnt" >"$OUT/logs/juicefs-mount.log" 2>&1 && mountpoint -q "$J/mnt"; then
             SYSTEMS+=(juicefs)
             DIR_OF[juicefs]="$J/mnt"
-            sys_set juicefs ok "$("$JUICEFS_BIN" --version), sqlite3 metadata, file storage"
+            sys_set juicefs ok "$("$JUICEFS_BIN" --version), sqlite3 metadata, file storage, --trash-days 0, 2 GiB local cache"
         else
             juicefs_skip "juicefs mount failed (logs/juicefs-mount.log)"
         fi
@@ -387,7 +401,37 @@ fio_job() {
             log "$id on $s: $why"
         fi
     done
+    record_space "$id"
+    if mountpoint -q "$T_MNT"; then tessera_gc "$id"; fi
+    check_space
 }
+
+# Disk space each system's storage takes after each job (space.tsv: job, system, KiB).
+declare -A STORE_OF
+STORE_OF[tessera]=$T_DATA
+STORE_OF[native]="$WORK/native"
+STORE_OF[juicefs]="$WORK/juicefs"
+STORE_OF[bindfs]="$WORK/bindfs/src"
+record_space() { # job
+    local s
+    for s in "${SYSTEMS[@]}"; do
+        printf '%s\t%s\t%s\n' "$1" "$s" "$(du -sk "${STORE_OF[$s]}" 2>/dev/null | cut -f1)" >>"$RAW/space.tsv"
+    done
+}
+# Tessera keeps the chunks that overwrites and deletes left unreferenced until `tessera gc`;
+# run it (untimed, through the admin socket) after each job so the pool does not grow
+# without bound over the suite. gc.tsv: job, chunks deleted, bytes freed, seconds.
+tessera_gc() { # job
+    local t0 out
+    t0=$(date +%s%N)
+    if out=$("$TESSERA" --data-dir "$T_DATA" --json gc 2>>"$OUT/logs/tessera-main.log"); then
+        printf '%s\t%s\t%s\n' "$1" "$(printf '%s' "$out" | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%d\t%d" % (j["chunks_deleted"], j["bytes_freed"]))')" \
+            "$(ms_since "$t0")" >>"$RAW/gc.tsv"
+    else
+        problem "tessera gc after $1 failed"
+    fi
+}
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
 SEQ_LIMIT=$((SEQ_MAXTIME * 2 + 300))
 RND_LIMIT=$((RUNTIME * 3 + 300))
@@ -410,11 +454,11 @@ for nj in 1 4; do
         manifest "randrw-70-30-4k-libaio16-1j" fio "random 70% read / 30% write 4 KiB, libaio iodepth 16 direct, 1 job"
         fio_job "randrw-70-30-4k-libaio16-1j" randrw-70-30.fio 1 "$size" libaio 16 1 "$RND_LIMIT"
     fi
-    for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/bench.*; done
+    for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/bench.* || log "warning: removing the fio files on $s failed"; done
 done
 manifest fsync-4k-1j fio "4 KiB random writes + fdatasync each (database), 1 job"
 fio_job fsync-4k-1j fsync-4k.fio 1 "$FSYNC_SIZE" psync 1 0 "$RND_LIMIT"
-for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/db.*; done
+for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/db.* || log "warning: removing the fio files on $s failed"; done
 
 # ---------------------------------------------------------------- metadata job
 manifest metadata metadata "metadata: create, stat, rename, delete $META_FILES files in a tree"
@@ -437,7 +481,6 @@ tessera_stop "$MAIN_PID" main
 
 # ---------------------------------------------------------------- snapshot and clone (Tessera)
 manifest snapshot tessera "snapshot create and clone time against volume size"
-ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 to_bytes() { # 64MiB / 1GiB -> bytes
     case "$1" in
     *GiB) echo $((${1%GiB} << 30)) ;;
