@@ -387,8 +387,8 @@ def markdown(res):
     if gc.get("runs"):
         L.append("Tessera keeps chunks that overwrites and deletes leave unreferenced until `tessera gc`; the "
                  "runner ran it (untimed, mounted) after each fio job: %d runs deleted %s chunks, %.1f MiB "
-                 "(longest run %d ms). The Tessera figures above are measured after "
-                 "the gc (in RocksDB, space comes back when compaction rewrites the blob files)."
+                 "(longest run %d ms). Tessera's space figures are taken after each gc (RocksDB "
+                 "gives the space back only when compaction rewrites its blob files)."
                  % (gc["runs"], "{:,}".format(gc["chunks_deleted"]), gc["bytes_freed"] / 1048576, gc["max_ms"]))
         L.append("")
 
