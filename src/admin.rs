@@ -149,7 +149,7 @@ fn status(e: StoreError) -> Status {
         StoreError::Invalid(_) | StoreError::NameTooLong | StoreError::FormatTooNew { .. } => {
             Status::invalid_argument(msg)
         }
-        StoreError::NoSpace { .. } => Status::resource_exhausted(msg),
+        StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(msg),
         StoreError::ReadOnly | StoreError::NotPermitted(_) => Status::permission_denied(msg),
         StoreError::Corrupt(_) => Status::data_loss(msg),
         _ => Status::internal(msg),

@@ -17,7 +17,7 @@ Exit codes:
   4  already exists
   5  in use (volume open or mounted, or the pool held by another tessera process)
   6  invalid input (bad name, size, chunk size; resize below used; pool format too new)
-  7  no space
+  7  no space (volume quota reached, or the disk holding the pool is full)
 
 Data directory: --data-dir, else $TESSERA_DATA_DIR, else /var/lib/tessera when run as root,
 else $XDG_DATA_HOME/tessera, else ~/.local/share/tessera.";

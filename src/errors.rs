@@ -57,7 +57,7 @@ pub fn store_exit(e: &StoreError) -> Exit {
         StoreError::Invalid(_) | StoreError::NameTooLong | StoreError::FormatTooNew { .. } => {
             Exit::Invalid
         }
-        StoreError::NoSpace { .. } => Exit::NoSpace,
+        StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Exit::NoSpace,
         _ => Exit::Failure,
     }
 }

@@ -9,7 +9,7 @@ pub fn from_store(context: &str, e: StoreError) -> Status {
     match e {
         StoreError::NotFound(_) => Status::not_found(message),
         StoreError::Exists(_) => Status::already_exists(message),
-        StoreError::NoSpace { .. } => Status::resource_exhausted(message),
+        StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(message),
         StoreError::Invalid(_) | StoreError::NameTooLong => Status::invalid_argument(message),
         StoreError::InUse(_) | StoreError::PoolInUse { .. } => Status::failed_precondition(message),
         StoreError::ReadOnly | StoreError::NotPermitted(_) => Status::failed_precondition(message),

@@ -68,7 +68,13 @@ pub struct RocksEngine {
 }
 
 fn engine_err(e: rocksdb::Error) -> StoreError {
-    StoreError::Engine(e.into_string())
+    let message = e.into_string();
+    // RocksDB reports a full file system as an IOError carrying strerror(ENOSPC).
+    if message.contains("No space left on device") {
+        StoreError::DiskFull(message)
+    } else {
+        StoreError::Engine(message)
+    }
 }
 
 fn add_merge(

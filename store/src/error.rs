@@ -24,6 +24,8 @@ pub enum StoreError {
         capacity: u64,
         used: u64,
     },
+    #[error("the disk holding the pool is full: {0}")]
+    DiskFull(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
     #[error("{0} is in use")]
@@ -73,7 +75,7 @@ impl StoreError {
             StoreError::NotDir => libc::ENOTDIR,
             StoreError::IsDir => libc::EISDIR,
             StoreError::NameTooLong => libc::ENAMETOOLONG,
-            StoreError::NoSpace { .. } => libc::ENOSPC,
+            StoreError::NoSpace { .. } | StoreError::DiskFull(_) => libc::ENOSPC,
             StoreError::Invalid(_) => libc::EINVAL,
             StoreError::InUse(_) | StoreError::PoolInUse { .. } => libc::EBUSY,
             StoreError::ReadOnly => libc::EROFS,

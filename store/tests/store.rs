@@ -725,3 +725,51 @@ fn random_overwrites_stay_buffered_until_flush() {
         "{chunks} chunks: writes were flushed one by one"
     );
 }
+
+/// A full backing file system is ENOSPC (not EIO) for the writer. Needs root to mount a
+/// small tmpfs under the pool; CI runs as root.
+#[test]
+fn a_full_backing_disk_is_enospc() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("a_full_backing_disk_is_enospc needs root (it mounts a tmpfs); not run");
+        return;
+    }
+    struct Tmpfs(std::path::PathBuf);
+    impl Drop for Tmpfs {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let base = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=48m", "tessera-full"])
+        .arg(base.path())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs");
+    let _mounted = Tmpfs(base.path().to_path_buf());
+    let pool = Pool::open(&base.path().join("pool")).unwrap();
+    let v = pool.create_volume("v", opts(1 << 30, 1 << 20)).unwrap();
+    let v = pool.open_volume(&v.name).unwrap();
+    let f = create(&v, ROOT_INO, "big");
+    let mut failure = None;
+    for k in 0..200u64 {
+        // Distinct, incompressible chunks: neither dedup nor lz4 can make them fit.
+        let block = noise(k, MIB as usize);
+        let r = v.write(f.ino, k * MIB, &block).and_then(|_| v.fsync(f.ino));
+        if let Err(e) = r {
+            failure = Some(e);
+            break;
+        }
+    }
+    let e = failure.expect("200 MiB fit into a 48 MiB file system");
+    assert_eq!(e.errno(), libc::ENOSPC, "{e}");
+    assert!(
+        e.to_string().contains("disk holding the pool is full"),
+        "{e}"
+    );
+}
