@@ -556,23 +556,23 @@ fn identity_reports_the_driver() {
         })
         .unwrap();
     use csi::node_service_capability::rpc::Type as NodeCap;
-    let mut got: Vec<i32> = caps
-        .capabilities
-        .into_iter()
-        .map(|c| match c.r#type.unwrap() {
-            csi::node_service_capability::Type::Rpc(r) => r.r#type,
-        })
-        .collect();
-    got.sort();
-    let mut want = vec![
-        NodeCap::StageUnstageVolume as i32,
-        NodeCap::GetVolumeStats as i32,
-        NodeCap::ExpandVolume as i32,
-        NodeCap::VolumeCondition as i32,
-        NodeCap::SingleNodeMultiWriter as i32,
-    ];
-    want.sort();
-    assert_eq!(got, want);
+    assert_same_set(
+        caps.capabilities
+            .into_iter()
+            .map(|c| match c.r#type.unwrap() {
+                csi::node_service_capability::Type::Rpc(r) => r.r#type,
+            })
+            .collect(),
+        [
+            NodeCap::StageUnstageVolume,
+            NodeCap::GetVolumeStats,
+            NodeCap::ExpandVolume,
+            NodeCap::VolumeCondition,
+            NodeCap::SingleNodeMultiWriter,
+        ]
+        .map(|c| c as i32)
+        .to_vec(),
+    );
     let mut c = p.ctl();
     let caps = p
         .call(|| async move {
@@ -581,24 +581,31 @@ fn identity_reports_the_driver() {
         })
         .unwrap();
     use csi::controller_service_capability::rpc::Type as Ctl;
-    let mut got: Vec<i32> = caps
-        .capabilities
-        .into_iter()
-        .map(|c| match c.r#type.unwrap() {
-            csi::controller_service_capability::Type::Rpc(r) => r.r#type,
-        })
-        .collect();
+    assert_same_set(
+        caps.capabilities
+            .into_iter()
+            .map(|c| match c.r#type.unwrap() {
+                csi::controller_service_capability::Type::Rpc(r) => r.r#type,
+            })
+            .collect(),
+        [
+            Ctl::CreateDeleteVolume,
+            Ctl::CreateDeleteSnapshot,
+            Ctl::ListSnapshots,
+            Ctl::CloneVolume,
+            Ctl::ExpandVolume,
+            Ctl::ListVolumes,
+            Ctl::GetCapacity,
+            Ctl::SingleNodeMultiWriter,
+        ]
+        .map(|c| c as i32)
+        .to_vec(),
+    );
+}
+
+#[track_caller]
+fn assert_same_set(mut got: Vec<i32>, mut want: Vec<i32>) {
     got.sort();
-    let mut want = vec![
-        Ctl::CreateDeleteVolume as i32,
-        Ctl::CreateDeleteSnapshot as i32,
-        Ctl::ListSnapshots as i32,
-        Ctl::CloneVolume as i32,
-        Ctl::ExpandVolume as i32,
-        Ctl::ListVolumes as i32,
-        Ctl::GetCapacity as i32,
-        Ctl::SingleNodeMultiWriter as i32,
-    ];
     want.sort();
     assert_eq!(got, want);
 }

@@ -69,7 +69,8 @@ fn tessera_parameters(
     Ok(out)
 }
 
-fn chunk_size(text: &str) -> Result<u32, Status> {
+/// The `chunkSize` parameter (a Kubernetes quantity), for volumes and inline volumes.
+pub fn chunk_size(text: &str) -> Result<u32, Status> {
     let n =
         parse_quantity(text).map_err(|e| Status::invalid_argument(format!("chunkSize: {e}")))?;
     let (min, max) = (
@@ -82,6 +83,15 @@ fn chunk_size(text: &str) -> Result<u32, Status> {
         )));
     }
     Ok(n as u32)
+}
+
+/// The `compression` parameter.
+pub fn compression(text: &str) -> Result<Compression, Status> {
+    text.parse::<Compression>().map_err(|_| {
+        Status::invalid_argument(format!(
+            "compression {text:?} is not one of lz4, zstd, none"
+        ))
+    })
 }
 
 fn capacity_range(range: Option<&csi::CapacityRange>) -> Result<(i64, i64), Status> {
@@ -127,9 +137,7 @@ impl Create {
             options.chunk_size = chunk_size(c)?;
         }
         if let Some(c) = parameters.get("compression") {
-            options.compression = c.parse::<Compression>().map_err(|_| {
-                Status::invalid_argument(format!("compression {c:?} is not one of lz4, zstd, none"))
-            })?;
+            options.compression = compression(c)?;
         }
         let explicit_layout =
             parameters.contains_key("chunkSize") || parameters.contains_key("compression");

@@ -470,18 +470,8 @@ impl NodeMounts {
         for (k, v) in &req.volume_context {
             match k.as_str() {
                 "size" => options.capacity = parse_quantity(v).map_err(Status::invalid_argument)?,
-                "chunkSize" => {
-                    let n = parse_quantity(v).map_err(Status::invalid_argument)?;
-                    options.chunk_size = u32::try_from(n)
-                        .map_err(|_| Status::invalid_argument("chunkSize is too large"))?;
-                }
-                "compression" => {
-                    options.compression = v.parse().map_err(|_| {
-                        Status::invalid_argument(format!(
-                            "compression {v:?} is not one of lz4, zstd, none"
-                        ))
-                    })?
-                }
+                "chunkSize" => options.chunk_size = crate::controller::chunk_size(v)?,
+                "compression" => options.compression = crate::controller::compression(v)?,
                 "pool" => {}
                 k if k.starts_with("csi.storage.k8s.io/") => {}
                 other => {

@@ -19,5 +19,5 @@ pub mod mount;
 pub use adapter::TesseraFs;
 pub use mount::{
     default_threads, detach, is_tessera_mount, mount_background, mount_foreground, mount_points_of,
-    mount_source, mount_type, probe_mount, BackgroundMount, MountError, MountOptions, MountProbe,
+    mount_source, probe_mount, BackgroundMount, MountError, MountOptions, MountProbe,
 };

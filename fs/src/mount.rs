@@ -185,15 +185,17 @@ impl BackgroundMount {
 
     /// Flushes, unmounts (lazily if the mount point is busy) and waits for the session.
     pub fn unmount(mut self) -> Result<(), MountError> {
-        let mut running = self
-            .running
-            .take()
-            .expect("mount handle used after unmount");
+        self.stop().expect("mount handle used after unmount")
+    }
+
+    /// Ends the session (if this handle still has one) and reports how that went.
+    fn stop(&mut self) -> Option<Result<(), MountError>> {
+        let mut running = self.running.take()?;
         let result = match running.outcome.take() {
             Some(r) => running.ended(r),
             None => running.shut_down(),
         };
-        running.finish(result)
+        Some(running.finish(result))
     }
 
     fn running(&self) -> &Running {
@@ -205,14 +207,8 @@ impl BackgroundMount {
 
 impl Drop for BackgroundMount {
     fn drop(&mut self) {
-        if let Some(mut running) = self.running.take() {
-            let result = match running.outcome.take() {
-                Some(r) => running.ended(r),
-                None => running.shut_down(),
-            };
-            if let Err(e) = running.finish(result) {
-                warn!("unmounting on drop: {e}");
-            }
+        if let Some(Err(e)) = self.stop() {
+            warn!("unmounting on drop: {e}");
         }
     }
 }
@@ -553,25 +549,7 @@ fn is_mount_point(dir: &Path, meta: &std::fs::Metadata) -> io::Result<bool> {
     if parent_meta.dev() != meta.dev() || parent_meta.ino() == meta.ino() {
         return Ok(true);
     }
-    let mountinfo = match std::fs::read_to_string("/proc/self/mountinfo") {
-        Ok(s) => s,
-        Err(e) => {
-            debug!("cannot read /proc/self/mountinfo: {e}");
-            return Ok(false);
-        }
-    };
-    let target = dir.as_os_str().as_bytes();
-    Ok(mountinfo.lines().any(|line| {
-        line.split(' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == target)
-    }))
-}
-
-/// The file system type (`fuse.tessera`, `tmpfs`, ...) of the topmost mount at `path`
-/// (taken literally, as `/proc/self/mountinfo` lists it), if it is a mount point.
-pub fn mount_type(path: &Path) -> Option<String> {
-    mountinfo_entry(path).map(|(fstype, _)| fstype)
+    Ok(mountinfo_entry(dir).is_some())
 }
 
 /// The source of the topmost mount at `path` (`tessera:VOLUME` for Tessera's mounts and
@@ -580,6 +558,8 @@ pub fn mount_source(path: &Path) -> Option<String> {
     mountinfo_entry(path).map(|(_, source)| source)
 }
 
+/// The file system type and source of the topmost mount at `path` (taken literally, as
+/// `/proc/self/mountinfo` lists mount points), if it is a mount point.
 fn mountinfo_entry(path: &Path) -> Option<(String, String)> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let target = path.as_os_str().as_bytes();
@@ -602,7 +582,7 @@ fn mountinfo_entry(path: &Path) -> Option<(String, String)> {
 /// Whether the topmost mount at `path` is a Tessera volume (its FUSE mount or a bind
 /// mount of one), live or dead.
 pub fn is_tessera_mount(path: &Path) -> bool {
-    mount_type(path).is_some_and(|t| t == format!("fuse.{SUBTYPE}"))
+    mountinfo_entry(path).is_some_and(|(fstype, _)| fstype == format!("fuse.{SUBTYPE}"))
 }
 
 /// Undo mountinfo's octal escapes (`\040` for a space, ...).

@@ -726,15 +726,16 @@ fn random_overwrites_stay_buffered_until_flush() {
     );
 }
 
-/// A full backing file system is ENOSPC (not EIO) for the writer. Needs root to mount a
-/// small tmpfs under the pool; CI runs as root.
+/// A full backing file system is ENOSPC (not EIO) for the writer. Mounts a small tmpfs
+/// under the pool, so it needs root like the FUSE tests (CI runs as root).
 #[test]
 fn a_full_backing_disk_is_enospc() {
     // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("a_full_backing_disk_is_enospc needs root (it mounts a tmpfs); not run");
-        return;
-    }
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "a_full_backing_disk_is_enospc mounts a tmpfs and must run as root; refusing to skip"
+    );
     struct Tmpfs(std::path::PathBuf);
     impl Drop for Tmpfs {
         fn drop(&mut self) {
