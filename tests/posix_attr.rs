@@ -337,8 +337,12 @@ fn statfs_reports_capacity_and_usage() {
     assert!(st.f_files >= st.f_ffree);
 
     fs::remove_file(&p).unwrap();
-    let st = statfs(m.dir()).unwrap();
-    let free2 = st.f_bfree * bsize;
+    // Given back once the kernel has released and forgotten the file (asynchronous).
+    let mut free2 = 0;
+    wait_for_kernel(|| {
+        free2 = statfs(m.dir()).unwrap().f_bfree * bsize;
+        free2 >= free0 - MIB
+    });
     assert!(
         free2 >= free0 - MIB,
         "deleting the file did not release its space: {free0} -> {free2}"

@@ -491,14 +491,13 @@ fn enospc_at_the_quota_and_recovery() {
 
     // Deleting the file gives the space back and the volume works normally.
     fs::remove_file(&p).unwrap();
-    // The kernel sends FUSE RELEASE for a closed file asynchronously, so the unlink may
-    // reach the server while the file still counts as open (an orphan, freed at release).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // A removed file's space comes back when the kernel has released it (FUSE RELEASE,
+    // sent asynchronously after a close) and forgotten it (FORGET, after the unlink).
     let mut st = statfs(m.dir()).unwrap();
-    while st.f_bavail * (st.f_bsize as u64) < 7 * MIB && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    wait_for_kernel(|| {
         st = statfs(m.dir()).unwrap();
-    }
+        st.f_bavail * (st.f_bsize as u64) >= 7 * MIB
+    });
     assert!(
         st.f_bavail * (st.f_bsize as u64) >= 7 * MIB,
         "space not released after deleting: {} bytes free",

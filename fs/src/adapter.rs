@@ -2,6 +2,13 @@
 //! [`StoreError`] becomes its errno. POSIX semantics (quota, open counts of unlinked
 //! files, setgid inheritance, suid/sgid clearing on chown, ...) live in the store.
 //!
+//! Inode lifetimes: every entry reply (lookup, create, mkdir, mknod, symlink, link and
+//! readdirplus entries but "." and "..") adds one to the kernel's lookup count of the
+//! inode, and `forget`/`batch_forget` take counts away, as the FUSE protocol defines
+//! them. The counts are this session's [`InodeHolds`], so a file removed while the
+//! kernel still knows it stays usable by inode number (timestamps written back by
+//! `syncfs`, reads and writes through open handles) until the kernel forgets it.
+//!
 //! Cache policy: the server is the only writer of its volume, so entries and attributes
 //! are cached for [`TTL`], files keep their page cache across opens, directories keep
 //! their readdir cache, and the kernel's writeback cache is enabled.
@@ -22,8 +29,8 @@ use fuser::{
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use tessera_store::{
-    Attr, FileKind, Ino, RenameFlags, SetAttr, StoreError, TimeSet, Timestamp, Volume, Whence,
-    XattrFlags,
+    Attr, FileKind, Ino, InodeHolds, RenameFlags, SetAttr, StoreError, TimeSet, Timestamp, Volume,
+    Whence, XattrFlags,
 };
 use tracing::{debug, info, warn};
 
@@ -59,6 +66,8 @@ pub struct TesseraFs {
     /// dirty pages of it that the store has not seen (writeback cache), so
     /// SEEK_DATA/SEEK_HOLE answer conservatively (all data) instead of from the store.
     writers: Arc<parking_lot::Mutex<HashMap<Ino, u32>>>,
+    /// The kernel's lookup counts for this session.
+    holds: Arc<InodeHolds>,
 }
 
 /// File handle of a writable open; read-only opens get 0.
@@ -75,6 +84,7 @@ impl std::fmt::Debug for TesseraFs {
 impl TesseraFs {
     pub fn new(volume: Volume) -> TesseraFs {
         TesseraFs {
+            holds: Arc::new(volume.holds()),
             volume,
             mount_point: None,
             writers: Arc::default(),
@@ -86,14 +96,30 @@ impl TesseraFs {
     /// does not flush for) then syncs the mount first so unsynced data is found.
     pub fn with_mount_point(volume: Volume, mount_point: &Path) -> TesseraFs {
         TesseraFs {
-            volume,
             mount_point: Some(Arc::new(mount_point.to_path_buf())),
-            writers: Arc::default(),
+            ..TesseraFs::new(volume)
         }
     }
 
     pub fn volume(&self) -> &Volume {
         &self.volume
+    }
+
+    /// The kernel's lookup counts of this session.
+    pub fn holds(&self) -> &InodeHolds {
+        &self.holds
+    }
+
+    /// Replies with an entry: the kernel counts one lookup of it, and so do we (before
+    /// the reply, so that its forget cannot come first).
+    fn reply_entry(&self, reply: ReplyEntry, result: Result<Attr, StoreError>) {
+        match result {
+            Ok(a) => {
+                self.holds.retain(a.ino, 1);
+                reply.entry(&TTL, &file_attr(&a), Generation(0));
+            }
+            Err(e) => reply.error(errno(e)),
+        }
     }
 }
 
@@ -378,19 +404,29 @@ impl Filesystem for TesseraFs {
     }
 
     fn destroy(&mut self) {
+        // The kernel forgets every inode with the connection.
+        if let Err(e) = self.holds.release_all() {
+            warn!(
+                "deleting removed inodes of volume {} at unmount: {e}",
+                self.volume.name()
+            );
+        }
         if let Err(e) = self.volume.sync() {
             warn!("flushing volume {} at unmount: {e}", self.volume.name());
         }
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.volume.lookup(parent.0, name) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_entry(reply, self.volume.lookup(parent.0, name));
     }
 
-    fn forget(&self, _req: &Request, _ino: INodeNo, _nlookup: u64) {}
+    // fuser's default `batch_forget` calls this once per inode.
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Err(e) = self.holds.forget(ino.0, nlookup) {
+            // The inode stays an orphan; the next open of the volume deletes it.
+            warn!("forgetting inode {} of {}: {e}", ino.0, self.volume.name());
+        }
+    }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.volume.getattr(ino.0) {
@@ -460,10 +496,7 @@ impl Filesystem for TesseraFs {
                 .volume
                 .mknod(parent.0, name, kind, perm, rdev, req.uid(), req.gid()),
         };
-        match result {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_entry(reply, result);
     }
 
     fn mkdir(
@@ -476,13 +509,10 @@ impl Filesystem for TesseraFs {
         reply: ReplyEntry,
     ) {
         let perm = mode & 0o7777 & !umask;
-        match self
+        let result = self
             .volume
-            .mkdir(parent.0, name, perm, req.uid(), req.gid())
-        {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+            .mkdir(parent.0, name, perm, req.uid(), req.gid());
+        self.reply_entry(reply, result);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -507,16 +537,14 @@ impl Filesystem for TesseraFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        match self.volume.symlink(
+        let result = self.volume.symlink(
             parent.0,
             link_name,
             target.as_os_str(),
             req.uid(),
             req.gid(),
-        ) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        );
+        self.reply_entry(reply, result);
     }
 
     fn rename(
@@ -555,10 +583,7 @@ impl Filesystem for TesseraFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.volume.link(ino.0, newparent.0, newname) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), Generation(0)),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.reply_entry(reply, self.volume.link(ino.0, newparent.0, newname));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -618,6 +643,7 @@ impl Filesystem for TesseraFs {
         } else {
             self.volume.getattr(attr.ino).unwrap_or(attr)
         };
+        self.holds.retain(attr.ino, 1);
         reply.created(
             &TTL,
             &file_attr(&attr),
@@ -754,8 +780,9 @@ impl Filesystem for TesseraFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         // Every entry but "." and ".." that makes it into the reply counts as a lookup
-        // for the kernel; lookups need no bookkeeping here (forget is a no-op).
+        // for the kernel: count them once the reply is sure to carry them.
         let limit = dir_batch(4096, 152);
+        let mut looked_up = Vec::new();
         let result = self.list_dir(ino.0, offset, limit, |entry, next, _kind, name| {
             let attr = match self.volume.getattr(entry) {
                 Ok(a) => a,
@@ -763,17 +790,26 @@ impl Filesystem for TesseraFs {
                 Err(StoreError::NotFound(_)) => return Ok(false),
                 Err(e) => return Err(errno(e)),
             };
-            Ok(reply.add(
+            let full = reply.add(
                 INodeNo(entry),
                 next,
                 name,
                 &TTL,
                 &file_attr(&attr),
                 Generation(0),
-            ))
+            );
+            if !full && name != OsStr::new(".") && name != OsStr::new("..") {
+                looked_up.push(entry);
+            }
+            Ok(full)
         });
         match result {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                for entry in looked_up {
+                    self.holds.retain(entry, 1);
+                }
+                reply.ok()
+            }
             Err(e) => reply.error(e),
         }
     }

@@ -22,7 +22,7 @@
 //! | `chunks` | hash | codec tag + compressed bytes (integrated BlobDB) |
 //! | `chunk_info` | hash | raw and stored length |
 //! | `refs` | hash | i64 reference count, updated by an add merge operator |
-//! | `orphans` | vol, ino | unlinked inodes still open |
+//! | `orphans` | vol, ino | inodes without links that a handle or a hold still keeps |
 //!
 //! Readdir cookies are handed out per directory in increasing order and never
 //! reused, so a listing resumed at a cookie neither repeats nor skips entries
@@ -44,6 +44,15 @@
 //! which holds the pool gate exclusively; every commit that adds a reference
 //! holds it shared, so GC never races a new reference.
 //!
+//! ## An inode's life
+//! An inode lives while it has a link, an open handle ([`Volume::open`]) or a hold
+//! ([`InodeHolds`]: a mount's kernel inode cache holds every inode it was told about
+//! until it forgets it). Removing the last link of a referenced inode makes it an
+//! orphan that keeps working by inode number (getattr, setattr, reads, writes, xattrs);
+//! when its last handle and hold go it is deleted with its chunk references. Orphans
+//! are recorded, so those a crash leaves behind are purged at the next open. Inode
+//! numbers are never reused.
+//!
 //! ## What survives a crash
 //! Every mutation is one atomic `WriteBatch` across families, so metadata is
 //! always consistent and a chunk referenced by metadata is always present (it
@@ -61,6 +70,7 @@ mod chunks;
 mod codec;
 pub mod engine;
 mod error;
+mod holds;
 pub mod keys;
 mod pool;
 mod records;
@@ -69,6 +79,7 @@ mod types;
 mod volume;
 
 pub use error::{Result, StoreError};
+pub use holds::InodeHolds;
 pub use pool::{
     validate_volume_name, FsckReport, GcReport, Pool, Progress, DIRTY_BUDGET, FORMAT_VERSION,
 };

@@ -4,16 +4,17 @@
 //! under a new volume id, adding one reference per chunk-map entry; no chunk
 //! byte is read or written. The copy is built under a `Pending` volume record
 //! in batches and switched on by one final batch (name index + `Active`), so a
-//! crash leaves nothing visible: the next open removes pending volumes.
+//! crash leaves nothing visible: the next open removes pending volumes. Orphans
+//! (removed inodes the source still holds open or cached) are left out.
 
 use crate::engine::Batch;
 use crate::error::{Result, StoreError};
 use crate::keys::{self, Cf};
 use crate::pool::{info_of, validate_volume_name, Pool};
-use crate::records::{self, ChunkInfo, ChunkRef, VolumeRecord, VolumeState};
+use crate::records::{self, ChunkInfo, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
 use crate::types::{Timestamp, VolumeInfo};
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 const COPY_BATCH: usize = 20_000;
 
@@ -77,9 +78,26 @@ impl Pool {
         let mut batch = Batch::default();
         let mut ops = 0usize;
         let (start, end) = (keys::u64_key(src_id), keys::u64_key(src_id + 1));
+        // Orphans (removed, still held or open by the source's users) are no part of
+        // the copy's tree: leave them out, with their space and inode count.
+        let mut orphans = HashSet::new();
+        engine.scan(Cf::Orphans, &start, &end, &mut |k, _| {
+            orphans.insert(keys::read_u64(k, 8));
+            Ok(true)
+        })?;
         for cf in Cf::PER_VOLUME {
             let mut pending: Vec<Batch> = Vec::new();
+            let keyed_by_inode = matches!(cf, Cf::Inodes | Cf::Xattrs | Cf::ChunkMap);
             engine.scan(cf, &start, &end, &mut |k, v| {
+                if cf == Cf::Orphans || (keyed_by_inode && orphans.contains(&keys::read_u64(k, 8)))
+                {
+                    if cf == Cf::Inodes {
+                        let inode: InodeRecord = records::decode(v, "inode")?;
+                        rec.used = rec.used.saturating_sub(inode.alloc);
+                        rec.inodes = rec.inodes.saturating_sub(1);
+                    }
+                    return Ok(true);
+                }
                 let mut nk = k.to_vec();
                 nk[..8].copy_from_slice(&new_id.to_be_bytes());
                 if cf == Cf::ChunkMap {

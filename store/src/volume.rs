@@ -8,11 +8,13 @@
 use crate::chunks;
 use crate::engine::Batch;
 use crate::error::{Result, StoreError};
+use crate::holds::HoldCounts;
 use crate::keys::{self, Cf};
 use crate::pool::{info_of, Pool, DIRTY_BUDGET};
 use crate::records::{self, ChunkRef, CookieEntry, Dentry, InodeRecord, VolumeRecord};
 use crate::types::*;
-use parking_lot::Mutex;
+use dashmap::DashSet;
+use parking_lot::{Mutex, RwLock};
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -38,12 +40,18 @@ pub(crate) struct VolumeInner {
     pub compression: Compression,
     pub read_only: bool,
     st: Mutex<VolState>,
+    /// The counts of every live [`crate::InodeHolds`] of this volume.
+    pub(crate) holders: RwLock<Vec<HoldCounts>>,
+    /// Inodes whose last link went while this instance was open and that may still
+    /// be orphans: a forget needs the volume lock only for these.
+    unlinked: DashSet<Ino>,
 }
 
 struct VolState {
     rec: VolumeRecord,
     /// Files with data or metadata newer than the store holds.
     files: HashMap<Ino, FileState>,
+    /// Open handles per inode ([`Volume::open`]).
     opens: HashMap<Ino, u32>,
 }
 
@@ -208,7 +216,8 @@ impl<'a> Txn<'a> {
         Ok(empty)
     }
 
-    /// Drops one link of `ino`; frees it when none remain and nobody has it open.
+    /// Drops one link of `ino`. With none left it becomes an orphan while a handle or
+    /// a hold keeps it, and is deleted otherwise.
     fn unlink_inode(&mut self, ino: Ino, now: Timestamp) -> Result<()> {
         let mut r = self.get(ino)?;
         r.nlink = if r.kind == FileKind::Dir {
@@ -219,7 +228,12 @@ impl<'a> Txn<'a> {
         r.ctime = now;
         if r.nlink > 0 {
             self.set(ino, r);
-        } else if self.st.opens.get(&ino).copied().unwrap_or(0) > 0 {
+            return Ok(());
+        }
+        // Before looking for references: a hold dropped concurrently either is seen
+        // here or sees this mark (and then purges the orphan itself).
+        self.vol.unlinked.insert(ino);
+        if self.vol.is_referenced(self.st, ino) {
             self.batch
                 .put(Cf::Orphans, keys::pair(self.vol.id, ino), Vec::new());
             self.set(ino, r);
@@ -265,15 +279,22 @@ impl<'a> Txn<'a> {
             mut batch,
             touched,
         } = self;
+        let mut purged = Vec::new();
         for (ino, r) in touched {
             if let Some(r) = r {
                 batch.put(Cf::Inodes, keys::pair(vol.id, ino), records::encode(&r));
                 if let Some(fs) = st.files.get_mut(&ino) {
                     fs.inode = r;
                 }
+            } else {
+                purged.push(ino);
             }
         }
-        vol.commit(st, batch)
+        vol.commit(st, batch)?;
+        for ino in purged {
+            vol.unlinked.remove(&ino);
+        }
+        Ok(())
     }
 }
 
@@ -291,13 +312,44 @@ impl VolumeInner {
                 files: HashMap::new(),
                 opens: HashMap::new(),
             }),
+            holders: RwLock::default(),
+            unlinked: DashSet::new(),
         });
         inner.purge_orphans()?;
         Ok(inner)
     }
 
-    /// Inodes unlinked while open when the last process holding the pool died.
-    fn purge_orphans(&self) -> Result<()> {
+    /// Whether an open handle or a hold keeps `ino` alive without links.
+    fn is_referenced(&self, st: &VolState, ino: Ino) -> bool {
+        st.opens.get(&ino).is_some_and(|&n| n > 0) || self.is_held(ino)
+    }
+
+    /// Deletes `ino` if it has no link, handle or hold left (its last hold just went).
+    pub(crate) fn purge_if_unreferenced(&self, ino: Ino) -> Result<()> {
+        if self.read_only || !self.unlinked.contains(&ino) {
+            return Ok(());
+        }
+        let mut st = self.st.lock();
+        if self.is_referenced(&st, ino) {
+            return Ok(());
+        }
+        let r = match self.load(&st, ino) {
+            Ok(r) if r.nlink == 0 => r,
+            Ok(_) | Err(StoreError::NotFound(_)) => {
+                self.unlinked.remove(&ino);
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut txn = Txn::new(self, &mut st)?;
+        txn.purge(ino, &r)?;
+        txn.commit()
+    }
+
+    /// Deletes the orphans (inodes without links) that no handle or hold keeps: at
+    /// open, those the last process holding the pool left; later, those a holder that
+    /// went away kept.
+    pub(crate) fn purge_orphans(&self) -> Result<()> {
         let mut orphans = Vec::new();
         self.pool.engine().scan(
             Cf::Orphans,
@@ -312,6 +364,10 @@ impl VolumeInner {
             return Ok(());
         }
         let mut st = self.st.lock();
+        orphans.retain(|&ino| !self.is_referenced(&st, ino));
+        if orphans.is_empty() {
+            return Ok(());
+        }
         let mut txn = Txn {
             vol: self,
             st: &mut st,
@@ -1243,7 +1299,7 @@ impl Volume {
             Err(StoreError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        if remaining == 0 && r.nlink == 0 && r.kind != FileKind::Dir && !vol.read_only {
+        if remaining == 0 && r.nlink == 0 && !vol.read_only && !vol.is_held(ino) {
             let mut txn = Txn::new(vol, &mut st)?;
             txn.purge(ino, &r)?;
             return txn.commit();

@@ -48,6 +48,25 @@ pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(240);
 
 static PREREQS: Once = Once::new();
 
+/// How long to wait for something the kernel does asynchronously (FUSE RELEASE after a
+/// close, FORGET after an unlink): far longer than it ever takes, so that only a lost
+/// message, not a loaded machine, reaches it.
+pub const KERNEL_ASYNC_WAIT: Duration = Duration::from_secs(120);
+
+/// Polls `cond` until it holds or [`KERNEL_ASYNC_WAIT`] has passed; returns its last answer.
+pub fn wait_for_kernel(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + KERNEL_ASYNC_WAIT;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Panics loudly when the environment cannot run real FUSE mounts.
 pub fn check_prereqs() {
     PREREQS.call_once(|| {
