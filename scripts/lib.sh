@@ -20,12 +20,28 @@ have_libclang() {
         dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q 'install ok installed'; then
         return 0
     fi
-    compgen -G '/usr/lib/llvm-*/lib/libclang*.so*' >/dev/null ||
-        compgen -G '/usr/lib/*/libclang*.so*' >/dev/null
+    # What bindgen loads: libclang.so or libclang-N.so, never libclang-cpp (which other
+    # packages install alone, and which once passed for libclang here).
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null ||
+        compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null ||
+        compgen -G '/usr/lib/*/libclang.so*' >/dev/null ||
+        compgen -G '/usr/lib/*/libclang-[0-9]*.so*' >/dev/null
+}
+
+# PostgreSQL (14 or later, for pg_amcheck): Debian and Ubuntu keep its programs in
+# /usr/lib/postgresql/N/bin and put only client wrappers on PATH.
+have_postgres() {
+    local tool
+    for tool in initdb pg_ctl pgbench pg_amcheck; do
+        command -v "$tool" >/dev/null 2>&1 ||
+            compgen -G "/usr/lib/postgresql/*/bin/$tool" >/dev/null ||
+            return 1
+    done
 }
 
 # Debian packages needed to build (RocksDB's C++ via cc, bindgen via clang) and to run
-# the mounts, tour and benchmarks. Prints the missing ones.
+# the mounts, tour, benchmarks and application tests (tests/apps.rs: git, tar, python3's
+# sqlite3, PostgreSQL with pgbench and pg_amcheck). Prints the missing ones.
 missing_packages() {
     local missing=()
     command -v fusermount3 >/dev/null 2>&1 || missing+=(fuse3)
@@ -36,6 +52,10 @@ missing_packages() {
     command -v fio >/dev/null 2>&1 || missing+=(fio)
     command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
     command -v mountpoint >/dev/null 2>&1 || missing+=(util-linux)
+    command -v git >/dev/null 2>&1 || missing+=(git)
+    command -v tar >/dev/null 2>&1 || missing+=(tar)
+    command -v python3 >/dev/null 2>&1 || missing+=(python3)
+    have_postgres || missing+=(postgresql)
     echo "${missing[*]}"
 }
 
