@@ -148,13 +148,7 @@ fn everything_survives_a_remount() {
     assert_content(&m.path("emptydir/moved"), b"deep file");
     assert_eq!(names(&m.path("a/b/c")), Vec::<String>::new());
     m.unmount();
-    let out = m.tessera(&["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck found problems after the persistence test:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.assert_fsck_clean("after the persistence test");
 }
 
 /// Everything `ls -lR --full-time` plus inode numbers would show, sorted by path.
@@ -223,13 +217,7 @@ fn remount_of_a_volume_created_by_volume_create() {
     assert_eq!(v["capacity"].as_u64(), Some(256 * MIB), "volume info: {v}");
     assert_eq!(v["compression"].as_str(), Some("zstd"), "volume info: {v}");
     // And the pool is consistent.
-    let out = m.tessera(&["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck after unmount: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.assert_fsck_clean("after unmount");
     m.mount_again();
     assert_content(&m.path("z"), &data);
 }
@@ -278,13 +266,7 @@ fn fsynced_data_survives_kill_9_and_the_stale_mount_is_cleaned() {
     write_file(&m.path("after-crash"), b"fine");
     assert_content(&m.path("after-crash"), b"fine");
     m.unmount();
-    let out = m.tessera(&["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck after kill -9 and recovery:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    m.assert_fsck_clean("after kill -9 and recovery");
 }
 
 #[test]

@@ -188,12 +188,7 @@ fn syncfs_after_every_kind_of_removal() {
     assert_sh(&m, m.dir(), "rm -r r0 r1 r2 && sync -f .");
     let mut m = m;
     m.unmount();
-    let out = m.tessera(&["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck after the removals: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean("after the removals");
 }
 
 #[test]
@@ -280,12 +275,7 @@ fn removed_files_that_are_open_keep_working() {
     wait_used_at_most(&m, base, "after removing a closed file");
 
     m.unmount();
-    let out = m.tessera(&["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean("after the removed files were forgotten");
 }
 
 #[test]
@@ -333,10 +323,5 @@ fn orphans_left_by_a_crash_are_purged_at_the_next_mount() {
     m.mount_after_crash(&stale);
     assert_eq!(used(m.dir()), base, "the orphan was purged at mount");
     m.unmount();
-    let out = m.tessera(&["fsck"]);
-    assert!(
-        out.status.success(),
-        "fsck: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    m.assert_fsck_clean("after the crash orphan was purged");
 }

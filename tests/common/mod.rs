@@ -483,6 +483,18 @@ impl Mount {
             .expect("running tessera")
     }
 
+    /// Runs `tessera fsck` on the pool (unmounted) and asserts it finds nothing, `when`
+    /// naming the moment in the failure message.
+    pub fn assert_fsck_clean(&self, when: &str) {
+        let out = self.tessera(&["fsck"]);
+        assert!(
+            out.status.success(),
+            "fsck found problems {when}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// What the current (or last) server wrote to stderr.
     pub fn server_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
