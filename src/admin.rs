@@ -68,6 +68,9 @@ fn usage_to_pb(u: PoolUsage, vols: Vec<VolumeUsage>) -> pb::UsageReply {
         chunks: u.chunks,
         dedup_ratio: u.dedup_ratio,
         compression_ratio: u.compression_ratio,
+        segment_bytes: u.segment_bytes,
+        live_bytes: u.live_bytes,
+        garbage_bytes: u.garbage_bytes,
         volumes: vols
             .into_iter()
             .map(|v| pb::VolumeUsage {
@@ -89,6 +92,9 @@ fn usage_from_pb(r: pb::UsageReply) -> (PoolUsage, Vec<VolumeUsage>) {
         chunks: r.chunks,
         dedup_ratio: r.dedup_ratio,
         compression_ratio: r.compression_ratio,
+        segment_bytes: r.segment_bytes,
+        live_bytes: r.live_bytes,
+        garbage_bytes: r.garbage_bytes,
     };
     let vols = r
         .volumes
@@ -116,6 +122,9 @@ fn fsck_to_pb(r: FsckReport) -> pb::FsckReply {
         dangling_entries: r.dangling_entries,
         wrong_nlinks: r.wrong_nlinks,
         wrong_usage: r.wrong_usage,
+        damaged_chunks: r.damaged_chunks,
+        garbage_bytes: r.garbage_bytes,
+        unreferenced_segments: r.unreferenced_segments,
         problems: r.problems,
         repaired: r.repaired,
     }
@@ -133,6 +142,9 @@ fn fsck_from_pb(r: pb::FsckReply) -> FsckReport {
         dangling_entries: r.dangling_entries,
         wrong_nlinks: r.wrong_nlinks,
         wrong_usage: r.wrong_usage,
+        damaged_chunks: r.damaged_chunks,
+        garbage_bytes: r.garbage_bytes,
+        unreferenced_segments: r.unreferenced_segments,
         problems: r.problems,
         repaired: r.repaired,
     }
@@ -146,12 +158,12 @@ fn status(e: StoreError) -> Status {
         StoreError::NotFound(_) => Status::not_found(msg),
         StoreError::Exists(_) => Status::already_exists(msg),
         StoreError::InUse(_) | StoreError::PoolInUse { .. } => Status::failed_precondition(msg),
-        StoreError::Invalid(_) | StoreError::NameTooLong | StoreError::FormatTooNew { .. } => {
+        StoreError::Invalid(_) | StoreError::NameTooLong | StoreError::UnsupportedFormat { .. } => {
             Status::invalid_argument(msg)
         }
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Status::resource_exhausted(msg),
         StoreError::ReadOnly | StoreError::NotPermitted(_) => Status::permission_denied(msg),
-        StoreError::Corrupt(_) => Status::data_loss(msg),
+        StoreError::Corrupt(_) | StoreError::Damaged(_) => Status::data_loss(msg),
         _ => Status::internal(msg),
     }
 }
@@ -316,14 +328,16 @@ impl Admin for Service {
         Ok(Response::new(pb::GcReply {
             chunks_deleted: r.chunks_deleted,
             bytes_freed: r.bytes_freed,
+            segments_deleted: r.segments_deleted,
+            bytes_moved: r.bytes_moved,
         }))
     }
 
     async fn fsck(&self, req: Request<pb::FsckRequest>) -> Result<Response<pb::FsckReply>, Status> {
         let pool = self.pool.clone();
-        let repair = req.into_inner().repair;
+        let req = req.into_inner();
         Ok(Response::new(fsck_to_pb(
-            blocking(move || pool.fsck(repair)).await?,
+            blocking(move || pool.fsck_full(req.repair, req.verify_data, &mut |_, _| {})).await?,
         )))
     }
 }
@@ -610,18 +624,28 @@ impl Backend {
                 Ok(GcReport {
                     chunks_deleted: g.chunks_deleted,
                     bytes_freed: g.bytes_freed,
+                    segments_deleted: g.segments_deleted,
+                    bytes_moved: g.bytes_moved,
                 })
             }
         }
     }
 
     /// fsck; `progress(done, total)` follows it (for a remote server: start and end).
-    pub fn fsck(&mut self, repair: bool, progress: &mut Progress) -> Result<FsckReport> {
+    pub fn fsck(
+        &mut self,
+        repair: bool,
+        verify_data: bool,
+        progress: &mut Progress,
+    ) -> Result<FsckReport> {
         match self {
-            Backend::Direct(p) => Ok(p.fsck_with_progress(repair, progress)?),
+            Backend::Direct(p) => Ok(p.fsck_full(repair, verify_data, progress)?),
             Backend::Remote(r) => {
                 progress(0, 1);
-                let req = pb::FsckRequest { repair };
+                let req = pb::FsckRequest {
+                    repair,
+                    verify_data,
+                };
                 let report = fsck_from_pb(r.call(|mut c| async move { c.fsck(req).await })?);
                 progress(1, 1);
                 Ok(report)

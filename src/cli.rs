@@ -16,7 +16,7 @@ Exit codes:
   3  not found (volume, mount point)
   4  already exists
   5  in use (volume open or mounted, or the pool held by another tessera process)
-  6  invalid input (bad name, size, chunk size; resize below used; pool format too new)
+  6  invalid input (bad name, size, chunk size; resize below used; pool in another on-disk format)
   7  no space (volume quota reached, or the disk holding the pool is full)
 
 Data directory: --data-dir, else $TESSERA_DATA_DIR, else /var/lib/tessera when run as root,
@@ -71,11 +71,15 @@ pub enum Command {
     /// Delete chunks no volume refers to any more.
     Gc,
 
-    /// Check reference counts and chunk maps; exits 1 if problems remain.
+    /// Check reference counts, chunk maps and every chunk's stored record (header and
+    /// block checksums); exits 1 if problems remain.
     Fsck {
         /// Fix what can be fixed (leaked chunks, wrong reference counts).
         #[arg(long)]
         repair: bool,
+        /// Also read every chunk back and check its BLAKE3 hash (reads all data: slow).
+        #[arg(long)]
+        verify_data: bool,
     },
 }
 

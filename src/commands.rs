@@ -24,7 +24,10 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::Csi(args) => csi(&data_dir, args),
         Command::Usage => usage(cli.json, &data_dir),
         Command::Gc => gc(cli.json, &data_dir),
-        Command::Fsck { repair } => fsck(cli.json, &data_dir, *repair),
+        Command::Fsck {
+            repair,
+            verify_data,
+        } => fsck(cli.json, &data_dir, *repair, *verify_data),
     }
 }
 
@@ -418,6 +421,9 @@ struct UsageJson<'a> {
     chunks: u64,
     dedup_ratio: f64,
     compression_ratio: f64,
+    segment_bytes: u64,
+    live_bytes: u64,
+    garbage_bytes: u64,
     volumes: &'a [tessera_store::VolumeUsage],
 }
 
@@ -433,6 +439,9 @@ fn usage(json: bool, dir: &Path) -> Result<()> {
             chunks: u.chunks,
             dedup_ratio: u.dedup_ratio,
             compression_ratio: u.compression_ratio,
+            segment_bytes: u.segment_bytes,
+            live_bytes: u.live_bytes,
+            garbage_bytes: u.garbage_bytes,
             volumes: &vols,
         });
     }
@@ -452,6 +461,14 @@ fn usage(json: bool, dir: &Path) -> Result<()> {
     println!("  chunks             {:>12}", u.chunks);
     println!("  dedup ratio        {:>11.2}x", u.dedup_ratio);
     println!("  compression ratio  {:>11.2}x", u.compression_ratio);
+    println!(
+        "  segment files      {:>12}  (chunk bodies on disk; small chunks live in the index)",
+        format_size(u.segment_bytes)
+    );
+    println!(
+        "  garbage            {:>12}  (deleted chunks still on disk: `tessera gc` reclaims them)",
+        format_size(u.garbage_bytes)
+    );
     if !vols.is_empty() {
         println!();
         let mut table = Table::new(&["VOLUME", "LOGICAL", "EXCLUSIVE", "SNAPSHOTS"]);
@@ -599,19 +616,23 @@ fn gc(json: bool, dir: &Path) -> Result<()> {
         output::json(&report)
     } else {
         println!(
-            "gc: deleted {} unreferenced chunks, freed {}",
+            "gc: deleted {} unreferenced chunks and {} segment files, moved {} of live data, freed {}",
             report.chunks_deleted,
+            report.segments_deleted,
+            format_size(report.bytes_moved),
             format_size(report.bytes_freed)
         );
         Ok(())
     }
 }
 
-fn fsck(json: bool, dir: &Path, repair: bool) -> Result<()> {
+fn fsck(json: bool, dir: &Path, repair: bool, verify_data: bool) -> Result<()> {
     let mut pool = backend(dir)?;
     let bar = progress_bar(json, "fsck");
     let report = pool
-        .fsck(repair, &mut |done, total| update(&bar, done, total))
+        .fsck(repair, verify_data, &mut |done, total| {
+            update(&bar, done, total)
+        })
         .context("fsck")?;
     if let Some(b) = &bar {
         b.finish_and_clear();

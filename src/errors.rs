@@ -54,7 +54,7 @@ pub fn store_exit(e: &StoreError) -> Exit {
         StoreError::NotFound(_) => Exit::NotFound,
         StoreError::Exists(_) => Exit::Exists,
         StoreError::InUse(_) | StoreError::PoolInUse { .. } => Exit::InUse,
-        StoreError::Invalid(_) | StoreError::NameTooLong | StoreError::FormatTooNew { .. } => {
+        StoreError::Invalid(_) | StoreError::NameTooLong | StoreError::UnsupportedFormat { .. } => {
             Exit::Invalid
         }
         StoreError::NoSpace { .. } | StoreError::DiskFull(_) => Exit::NoSpace,
@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(store_exit(&StoreError::InUse("v".into())), Exit::InUse);
         assert_eq!(store_exit(&StoreError::NameTooLong), Exit::Invalid);
         assert_eq!(store_exit(&StoreError::Invalid("x".into())), Exit::Invalid);
-        let too_new = StoreError::FormatTooNew {
+        let too_new = StoreError::UnsupportedFormat {
             dir: PathBuf::new(),
             found: 9,
             supported: 1,

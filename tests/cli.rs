@@ -247,7 +247,14 @@ fn usage_json_after_two_volumes() {
     ok(dir, &["volume", "create", "one", "--size", "1GiB"]);
     ok(dir, &["volume", "create", "two", "--size", "2GiB"]);
     let u = ok_json(dir, &["usage"]);
-    for key in ["physical_bytes", "unique_bytes", "logical_bytes", "chunks"] {
+    for key in [
+        "physical_bytes",
+        "unique_bytes",
+        "logical_bytes",
+        "chunks",
+        "live_bytes",
+        "garbage_bytes",
+    ] {
         assert_eq!(u[key], 0, "{key} of an empty pool: {u}");
     }
     assert!(
@@ -279,6 +286,9 @@ fn fsck_and_gc_on_empty_pool() {
     let gc = ok_json(dir, &["gc"]);
     assert_eq!(gc["chunks_deleted"], 0, "{gc}");
     assert_eq!(gc["bytes_freed"], 0, "{gc}");
+    assert_eq!(gc["segments_deleted"], 0, "{gc}");
+    let text = ok(dir, &["fsck", "--verify-data"]);
+    assert!(text.contains("clean"), "{text}");
 }
 
 #[test]

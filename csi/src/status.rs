@@ -13,8 +13,8 @@ pub fn from_store(context: &str, e: StoreError) -> Status {
         StoreError::Invalid(_) | StoreError::NameTooLong => Status::invalid_argument(message),
         StoreError::InUse(_) | StoreError::PoolInUse { .. } => Status::failed_precondition(message),
         StoreError::ReadOnly | StoreError::NotPermitted(_) => Status::failed_precondition(message),
-        StoreError::FormatTooNew { .. } => Status::failed_precondition(message),
-        StoreError::Corrupt(_) => Status::data_loss(message),
+        StoreError::UnsupportedFormat { .. } => Status::failed_precondition(message),
+        StoreError::Corrupt(_) | StoreError::Damaged(_) => Status::data_loss(message),
         StoreError::Io { .. } | StoreError::Engine(_) => Status::unavailable(message),
         // File-level errors do not arise from catalog calls; if one does it is a bug.
         StoreError::NotEmpty

@@ -1,107 +1,319 @@
-//! Reading and writing chunk bytes, and a small cache of decoded chunks.
+//! Chunk bodies: the content-addressed index (RocksDB) over segment records,
+//! range reads, and a small cache of decoded compressed chunks.
 
 use crate::codec;
 use crate::engine::{Batch, Engine};
 use crate::error::{Result, StoreError};
 use crate::keys::{Cf, Hash};
-use crate::records::ChunkInfo;
+use crate::records::{ChunkLocation, ChunkPlace};
+use crate::segment::{record, SegmentLog};
 use crate::types::Compression;
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
+
+/// Chunks that store in at most this many bytes live in the index itself:
+/// a small file costs no segment append and no segment sync.
+pub const INLINE_MAX: usize = 8 << 10;
+/// Bytes of decoded compressed chunks kept in memory.
+const CACHE_BUDGET: usize = 64 << 20;
 
 pub fn hash(data: &[u8]) -> Hash {
     *blake3::hash(data).as_bytes()
 }
 
-/// Adds `data` (keyed by `hash`) to the batch unless the pool already holds it.
-/// The caller holds the pool gate shared, so an existing chunk cannot be
-/// collected before the batch that references it commits.
-pub fn store(
-    engine: &dyn Engine,
-    batch: &mut Batch,
-    hash: &Hash,
-    data: &[u8],
-    compression: Compression,
-) -> Result<()> {
-    if engine.get(Cf::ChunkInfo, hash)?.is_some() {
-        return Ok(());
-    }
-    let encoded = codec::encode(data, compression);
-    let info = ChunkInfo {
-        raw_len: data.len() as u32,
-        stored_len: encoded.len() as u32,
+pub fn hex(h: &[u8]) -> String {
+    h.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The pool's chunk bodies.
+pub struct ChunkStore {
+    pub segments: SegmentLog,
+    cache: ChunkCache,
+}
+
+fn damaged(hash: &Hash, loc: &ChunkLocation, what: &str) -> StoreError {
+    let place = match loc.place {
+        ChunkPlace::Segment {
+            segment, offset, ..
+        } => format!("segment {segment:x} offset {offset}"),
+        ChunkPlace::Inline(_) => "the chunk index".into(),
     };
-    batch.put(Cf::Chunks, hash.to_vec(), encoded);
-    batch.put(Cf::ChunkInfo, hash.to_vec(), info.encode());
-    Ok(())
+    let message = format!("chunk {} in {place}: {what}", hex(hash));
+    tracing::error!("{message}");
+    StoreError::Damaged(message)
 }
 
-/// Decoded chunks by hash, bounded in bytes; evicts the least recently used.
-pub struct ChunkCache {
-    budget: usize,
-    inner: Mutex<CacheState>,
-}
-
-#[derive(Default)]
-struct CacheState {
-    map: HashMap<Hash, (Arc<Vec<u8>>, u64)>,
-    bytes: usize,
-    tick: u64,
-}
-
-impl ChunkCache {
-    pub fn new(budget: usize) -> ChunkCache {
-        ChunkCache {
-            budget,
-            inner: Mutex::new(CacheState::default()),
-        }
+impl ChunkStore {
+    pub fn open(dir: &Path) -> Result<ChunkStore> {
+        Ok(ChunkStore {
+            segments: SegmentLog::open(dir)?,
+            cache: ChunkCache::new(CACHE_BUDGET),
+        })
     }
 
-    pub fn load(&self, engine: &dyn Engine, hash: &Hash, raw_len: u32) -> Result<Arc<Vec<u8>>> {
-        {
-            let mut st = self.inner.lock();
-            st.tick += 1;
-            let tick = st.tick;
-            if let Some(entry) = st.map.get_mut(hash) {
-                entry.1 = tick;
-                return Ok(entry.0.clone());
-            }
+    /// Adds `data` (keyed by `hash`) unless the pool already holds it; returns
+    /// whether bytes went to a segment, which must then be made durable
+    /// ([`SegmentLog::make_durable`]) before the batch commits. The caller holds
+    /// the pool gate shared, so an existing chunk cannot be collected or moved
+    /// before the batch that references it commits.
+    pub fn put(
+        &self,
+        engine: &dyn Engine,
+        batch: &mut Batch,
+        hash: &Hash,
+        data: &[u8],
+        compression: Compression,
+    ) -> Result<bool> {
+        if engine.get(Cf::ChunkIndex, hash)?.is_some() {
+            return Ok(false);
         }
-        let stored = engine.get(Cf::Chunks, hash)?.ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "chunk {} is referenced but missing",
-                crate::pool::hex(hash)
-            ))
+        let (codec, stored) = codec::encode(data, compression);
+        let (place, appended) = if stored.len() <= INLINE_MAX {
+            (ChunkPlace::Inline(stored.to_vec()), false)
+        } else {
+            let (header, crc) = record::encode_header(hash, codec, data.len() as u32, &stored);
+            let (segment, offset) = self.segments.append(&header, &stored)?;
+            (
+                ChunkPlace::Segment {
+                    segment,
+                    offset,
+                    crc,
+                },
+                true,
+            )
+        };
+        let loc = ChunkLocation {
+            raw_len: data.len() as u32,
+            stored_len: stored.len() as u32,
+            codec,
+            place,
+        };
+        batch.put(Cf::ChunkIndex, hash.to_vec(), loc.encode());
+        Ok(appended)
+    }
+
+    pub fn location(&self, engine: &dyn Engine, hash: &Hash) -> Result<ChunkLocation> {
+        let raw = engine.get(Cf::ChunkIndex, hash)?.ok_or_else(|| {
+            StoreError::Corrupt(format!("chunk {} is referenced but missing", hex(hash)))
         })?;
-        let data = Arc::new(codec::decode(&stored, raw_len as usize)?);
-        let mut st = self.inner.lock();
-        st.tick += 1;
-        let tick = st.tick;
-        if let Some(old) = st.map.insert(*hash, (data.clone(), tick)) {
-            st.bytes -= old.0.len();
+        ChunkLocation::decode(&raw)
+    }
+
+    /// Copies bytes `[from, from + out.len())` of a chunk into `out`. A raw chunk
+    /// in a segment reads only the 4 KiB blocks that cover the range.
+    /// The caller holds the pool gate shared.
+    pub fn read_range(
+        &self,
+        engine: &dyn Engine,
+        hash: &Hash,
+        from: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let loc = self.location(engine, hash)?;
+        let to = from + out.len();
+        if to > loc.raw_len as usize {
+            return Err(damaged(hash, &loc, "read past the chunk's end"));
         }
-        st.bytes += data.len();
-        while st.bytes > self.budget && st.map.len() > 1 {
-            let oldest = *st
-                .map
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(k, _)| k)
-                .unwrap();
-            if let Some((d, _)) = st.map.remove(&oldest) {
-                st.bytes -= d.len();
+        if let (
+            codec::RAW,
+            ChunkPlace::Segment {
+                segment, offset, ..
+            },
+        ) = (loc.codec, &loc.place)
+        {
+            let head = self.read_header(hash, &loc)?;
+            if out.is_empty() {
+                return Ok(());
             }
+            let first = from / record::BLOCK;
+            let start = first * record::BLOCK;
+            let end = to
+                .next_multiple_of(record::BLOCK)
+                .min(loc.stored_len as usize);
+            let mut blocks = vec![0u8; end - start];
+            let hlen = head.len() as u64;
+            self.segments
+                .read_at(*segment, offset + hlen + start as u64, &mut blocks)?;
+            if let Err(b) = record::verify_blocks(&head[record::FIXED_HEADER..], first, &blocks) {
+                return Err(damaged(hash, &loc, &format!("block {b} checksum mismatch")));
+            }
+            out.copy_from_slice(&blocks[from - start..to - start]);
+            return Ok(());
         }
+        let data = self.load(engine, hash)?;
+        out.copy_from_slice(&data[from..to]);
+        Ok(())
+    }
+
+    /// The whole decoded chunk. Compressed chunks are cached; raw ones are read
+    /// from the segment each time (the kernel's page cache holds them).
+    pub fn load(&self, engine: &dyn Engine, hash: &Hash) -> Result<Arc<Vec<u8>>> {
+        if let Some(hit) = self.cache.get(hash) {
+            return Ok(hit);
+        }
+        let loc = self.location(engine, hash)?;
+        let stored = match &loc.place {
+            ChunkPlace::Inline(bytes) => return self.decode(hash, &loc, bytes),
+            ChunkPlace::Segment {
+                segment, offset, ..
+            } => {
+                let mut rec = vec![0u8; record::record_len(loc.stored_len) as usize];
+                self.segments.read_at(*segment, *offset, &mut rec)?;
+                let hlen = record::header_len(loc.stored_len);
+                self.check_header(hash, &loc, &rec[..hlen])?;
+                if let Err(b) =
+                    record::verify_blocks(&rec[record::FIXED_HEADER..hlen], 0, &rec[hlen..])
+                {
+                    return Err(damaged(hash, &loc, &format!("block {b} checksum mismatch")));
+                }
+                rec.drain(..hlen);
+                rec
+            }
+        };
+        if loc.codec == codec::RAW {
+            return Ok(Arc::new(stored));
+        }
+        let data = self.decode(hash, &loc, &stored)?;
+        self.cache.insert(*hash, data.clone());
         Ok(data)
     }
 
-    pub fn forget(&self, hash: &[u8]) {
-        if let Ok(h) = <[u8; 32]>::try_from(hash) {
-            let mut st = self.inner.lock();
-            if let Some((d, _)) = st.map.remove(&h) {
-                st.bytes -= d.len();
+    fn decode(&self, hash: &Hash, loc: &ChunkLocation, stored: &[u8]) -> Result<Arc<Vec<u8>>> {
+        codec::decode(loc.codec, stored, loc.raw_len as usize)
+            .map(Arc::new)
+            .map_err(|e| damaged(hash, loc, &e.to_string()))
+    }
+
+    fn read_header(&self, hash: &Hash, loc: &ChunkLocation) -> Result<Vec<u8>> {
+        let ChunkPlace::Segment {
+            segment, offset, ..
+        } = loc.place
+        else {
+            unreachable!("only segment records have headers")
+        };
+        let mut head = vec![0u8; record::header_len(loc.stored_len)];
+        self.segments.read_at(segment, offset, &mut head)?;
+        self.check_header(hash, loc, &head)?;
+        Ok(head)
+    }
+
+    /// The record's header must verify and agree with the index entry.
+    fn check_header(&self, hash: &Hash, loc: &ChunkLocation, head: &[u8]) -> Result<()> {
+        let h = record::parse_header(head).map_err(|e| damaged(hash, loc, &e))?;
+        let want_crc = match loc.place {
+            ChunkPlace::Segment { crc, .. } => crc,
+            ChunkPlace::Inline(_) => h.crc,
+        };
+        if h.hash != *hash
+            || h.crc != want_crc
+            || h.raw_len != loc.raw_len
+            || h.stored_len != loc.stored_len
+            || h.codec != loc.codec
+        {
+            return Err(damaged(
+                hash,
+                loc,
+                "the record there is not the one the index names",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Checks a chunk's record completely; with `rehash` also decodes it and
+    /// compares its BLAKE3 hash. Holds nothing in the cache.
+    pub fn verify(&self, hash: &Hash, loc: &ChunkLocation, rehash: bool) -> Result<()> {
+        let stored = match &loc.place {
+            ChunkPlace::Inline(bytes) => bytes.clone(),
+            ChunkPlace::Segment {
+                segment, offset, ..
+            } => {
+                let mut rec = vec![0u8; record::record_len(loc.stored_len) as usize];
+                self.segments.read_at(*segment, *offset, &mut rec)?;
+                let hlen = record::header_len(loc.stored_len);
+                self.check_header(hash, loc, &rec[..hlen])?;
+                if let Err(b) =
+                    record::verify_blocks(&rec[record::FIXED_HEADER..hlen], 0, &rec[hlen..])
+                {
+                    return Err(damaged(hash, loc, &format!("block {b} checksum mismatch")));
+                }
+                rec.drain(..hlen);
+                rec
             }
+        };
+        if rehash {
+            let data = self.decode(hash, loc, &stored)?;
+            if self::hash(&data) != *hash {
+                return Err(damaged(hash, loc, "content does not hash to its name"));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn forget(&self, hash: &[u8]) {
+        self.cache.forget(hash);
+    }
+}
+
+/// Decoded chunks by hash, bounded in bytes, in shards with one lock each;
+/// each shard evicts in insertion order (FIFO), which is O(1).
+struct ChunkCache {
+    shards: Vec<Mutex<Shard>>,
+    shard_budget: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Hash, Arc<Vec<u8>>>,
+    order: std::collections::VecDeque<Hash>,
+    bytes: usize,
+}
+
+const SHARDS: usize = 16;
+
+impl ChunkCache {
+    fn new(budget: usize) -> ChunkCache {
+        ChunkCache {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            shard_budget: budget / SHARDS,
+        }
+    }
+
+    fn shard(&self, hash: &[u8]) -> &Mutex<Shard> {
+        &self.shards[hash[0] as usize % SHARDS]
+    }
+
+    fn get(&self, hash: &Hash) -> Option<Arc<Vec<u8>>> {
+        self.shard(hash).lock().map.get(hash).cloned()
+    }
+
+    fn insert(&self, hash: Hash, data: Arc<Vec<u8>>) {
+        let mut s = self.shard(&hash).lock();
+        if data.len() > self.shard_budget || s.map.contains_key(&hash) {
+            return;
+        }
+        s.bytes += data.len();
+        s.map.insert(hash, data);
+        s.order.push_back(hash);
+        while s.bytes > self.shard_budget {
+            let Some(old) = s.order.pop_front() else {
+                break;
+            };
+            if let Some(d) = s.map.remove(&old) {
+                s.bytes -= d.len();
+            }
+        }
+    }
+
+    fn forget(&self, hash: &[u8]) {
+        if hash.len() != 32 {
+            return;
+        }
+        let mut s = self.shard(hash).lock();
+        if let Some(d) = s.map.remove(hash) {
+            s.bytes -= d.len();
+            s.order.retain(|h| h != hash);
         }
     }
 }

@@ -1,45 +1,35 @@
-//! Chunk encoding: a one-byte codec tag, then the payload. The store compresses
-//! chunks itself (RocksDB stores them as-is in blob files), and keeps a chunk
-//! raw when compression does not make it smaller.
+//! Chunk encoding: a codec tag and the stored bytes. The store compresses
+//! chunks itself and keeps a chunk raw when compression does not make it
+//! smaller; a raw chunk is stored as the caller's bytes, without a copy.
 
 use crate::error::{Result, StoreError};
 use crate::types::Compression;
+use std::borrow::Cow;
 
-const RAW: u8 = 0;
-const LZ4: u8 = 1;
-const ZSTD: u8 = 2;
+pub const RAW: u8 = 0;
+pub const LZ4: u8 = 1;
+pub const ZSTD: u8 = 2;
 
-pub fn encode(data: &[u8], compression: Compression) -> Vec<u8> {
+/// The codec tag and stored bytes of `data`.
+pub fn encode(data: &[u8], compression: Compression) -> (u8, Cow<'_, [u8]>) {
     let compressed = match compression {
         Compression::None => None,
         Compression::Lz4 => Some((LZ4, lz4_flex::block::compress_prepend_size(data))),
         Compression::Zstd => zstd::bulk::compress(data, 3).ok().map(|c| (ZSTD, c)),
     };
     match compressed {
-        Some((tag, c)) if c.len() + 1 < data.len() => {
-            let mut out = Vec::with_capacity(c.len() + 1);
-            out.push(tag);
-            out.extend_from_slice(&c);
-            out
-        }
-        _ => {
-            let mut out = Vec::with_capacity(data.len() + 1);
-            out.push(RAW);
-            out.extend_from_slice(data);
-            out
-        }
+        // Compression pays only when it saves at least one 4 KiB block in eight.
+        Some((tag, c)) if c.len() + data.len() / 8 < data.len() => (tag, Cow::Owned(c)),
+        _ => (RAW, Cow::Borrowed(data)),
     }
 }
 
-pub fn decode(stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
-    let (&tag, payload) = stored
-        .split_first()
-        .ok_or_else(|| StoreError::Corrupt("empty chunk".into()))?;
-    let data = match tag {
-        RAW => payload.to_vec(),
-        LZ4 => lz4_flex::block::decompress_size_prepended(payload)
+pub fn decode(codec: u8, stored: &[u8], raw_len: usize) -> Result<Vec<u8>> {
+    let data = match codec {
+        RAW => stored.to_vec(),
+        LZ4 => lz4_flex::block::decompress_size_prepended(stored)
             .map_err(|e| StoreError::Corrupt(format!("lz4 chunk: {e}")))?,
-        ZSTD => zstd::bulk::decompress(payload, raw_len.max(1))
+        ZSTD => zstd::bulk::decompress(stored, raw_len.max(1))
             .map_err(|e| StoreError::Corrupt(format!("zstd chunk: {e}")))?,
         t => return Err(StoreError::Corrupt(format!("unknown chunk codec {t}"))),
     };
@@ -64,21 +54,20 @@ mod tests {
             .collect();
         for c in [Compression::None, Compression::Lz4, Compression::Zstd] {
             for data in [&compressible, &random] {
-                let e = encode(data, c);
-                assert_eq!(&decode(&e, data.len()).unwrap(), data);
+                let (tag, e) = encode(data, c);
+                assert_eq!(&decode(tag, &e, data.len()).unwrap(), data);
             }
         }
-        assert!(encode(&compressible, Compression::Lz4).len() < 1000);
-        assert_eq!(
-            encode(&compressible, Compression::None).len(),
-            compressible.len() + 1
-        );
+        assert!(encode(&compressible, Compression::Lz4).1.len() < 1000);
+        let (tag, raw) = encode(&compressible, Compression::None);
+        assert_eq!((tag, raw.len()), (RAW, compressible.len()));
+        assert!(matches!(raw, Cow::Borrowed(_)), "raw chunks are not copied");
     }
 
     #[test]
     fn corrupt_chunk_is_an_error() {
-        assert!(decode(&[9, 1, 2], 2).is_err());
-        assert!(decode(&[], 0).is_err());
-        assert!(decode(&[0, 1, 2], 3).is_err());
+        assert!(decode(9, &[1, 2], 2).is_err());
+        assert!(decode(LZ4, &[], 0).is_err());
+        assert!(decode(RAW, &[1, 2], 3).is_err());
     }
 }

@@ -63,6 +63,9 @@ pub fn decode_ref(value: &[u8]) -> i64 {
     i64::from_le_bytes(b)
 }
 
+/// RocksDB's block cache and memtables together stay within this many bytes.
+pub const MEMORY_BUDGET: usize = 128 << 20;
+
 pub struct RocksEngine {
     db: rocksdb::DB,
 }
@@ -96,9 +99,16 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.increase_parallelism(2);
         db_opts.set_bytes_per_sync(1 << 20);
-        db_opts.set_max_total_wal_size(256 << 20);
-        let cache = rocksdb::Cache::new_lru_cache(128 << 20);
-        let cfs: Vec<rocksdb::ColumnFamilyDescriptor> = Cf::ALL
+        db_opts.set_max_total_wal_size(64 << 20);
+        // One memory budget: memtables are charged to the block cache.
+        let cache = rocksdb::Cache::new_lru_cache(MEMORY_BUDGET);
+        let buffers = rocksdb::WriteBufferManager::new_write_buffer_manager_with_cache(
+            MEMORY_BUDGET / 2,
+            false,
+            cache.clone(),
+        );
+        db_opts.set_write_buffer_manager(&buffers);
+        let mut cfs: Vec<rocksdb::ColumnFamilyDescriptor> = Cf::ALL
             .iter()
             .map(|&cf| {
                 let mut o = rocksdb::Options::default();
@@ -111,27 +121,30 @@ impl RocksEngine {
                     o.set_memtable_prefix_bloom_ratio(0.1);
                 }
                 o.set_block_based_table_factory(&table);
+                o.set_write_buffer_size(16 << 20);
                 match cf {
-                    Cf::Chunks => {
-                        // Chunk bytes are already compressed by the store.
-                        o.set_compression_type(rocksdb::DBCompressionType::None);
-                        o.set_enable_blob_files(true);
-                        o.set_min_blob_size(2048);
-                        o.set_blob_compression_type(rocksdb::DBCompressionType::None);
-                        o.set_enable_blob_gc(true);
-                        o.set_blob_gc_age_cutoff(0.25);
-                        o.set_write_buffer_size(64 << 20);
-                    }
                     Cf::Refs => {
                         o.set_merge_operator_associative("tessera_add_i64", add_merge);
                     }
-                    _ => {
-                        o.set_compression_type(rocksdb::DBCompressionType::Lz4);
-                    }
+                    // Inline chunks are already compressed by the store.
+                    Cf::ChunkIndex => o.set_compression_type(rocksdb::DBCompressionType::None),
+                    _ => o.set_compression_type(rocksdb::DBCompressionType::Lz4),
                 }
                 rocksdb::ColumnFamilyDescriptor::new(cf.name(), o)
             })
             .collect();
+        // Families this build does not know (an older or newer format) are opened as
+        // they are, so the pool's format record can be read and judged.
+        if let Ok(existing) = rocksdb::DB::list_cf(&db_opts, path) {
+            for name in existing {
+                if name != "default" && !Cf::ALL.iter().any(|c| c.name() == name) {
+                    cfs.push(rocksdb::ColumnFamilyDescriptor::new(
+                        name,
+                        rocksdb::Options::default(),
+                    ));
+                }
+            }
+        }
         let db = rocksdb::DB::open_cf_descriptors(&db_opts, path, cfs).map_err(engine_err)?;
         Ok(RocksEngine { db })
     }

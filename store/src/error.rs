@@ -46,14 +46,20 @@ pub enum StoreError {
     NotPermitted(String),
     #[error("pool {dir} is in use by process {pid}")]
     PoolInUse { dir: PathBuf, pid: String },
-    #[error("pool {dir} has format version {found}; this build understands up to {supported}")]
-    FormatTooNew {
+    #[error(
+        "pool {dir} has on-disk format version {found}; this build reads only version {supported} \
+         (no migration exists: create a new pool and copy the data over)"
+    )]
+    UnsupportedFormat {
         dir: PathBuf,
         found: u32,
         supported: u32,
     },
     #[error("corrupt store: {0}")]
     Corrupt(String),
+    /// Stored bytes that fail their checksum: never served as data.
+    #[error("damaged data: {0}")]
+    Damaged(String),
     #[error("storage engine: {0}")]
     Engine(String),
     #[error("I/O error on {path}: {source}")]
@@ -85,9 +91,9 @@ impl StoreError {
             StoreError::FileTooBig => libc::EFBIG,
             StoreError::NoSuchOffset => libc::ENXIO,
             StoreError::NotPermitted(_) => libc::EPERM,
-            StoreError::FormatTooNew { .. } => libc::EPROTO,
+            StoreError::UnsupportedFormat { .. } => libc::EPROTO,
             StoreError::Corrupt(_) => libc::EUCLEAN,
-            StoreError::Engine(_) | StoreError::Io { .. } => libc::EIO,
+            StoreError::Engine(_) | StoreError::Io { .. } | StoreError::Damaged(_) => libc::EIO,
         }
     }
 }

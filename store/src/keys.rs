@@ -18,10 +18,8 @@ pub enum Cf {
     Xattrs,
     /// volume | ino | chunk index → chunk reference (hash, length).
     ChunkMap,
-    /// BLAKE3 hash → encoded chunk bytes (BlobDB).
-    Chunks,
-    /// BLAKE3 hash → (raw length, stored length, codec).
-    ChunkInfo,
+    /// BLAKE3 hash → where the chunk's bytes are (segment record or inline).
+    ChunkIndex,
     /// BLAKE3 hash → reference count (i64, add merge operator).
     Refs,
     /// volume | ino → () for unlinked inodes still open.
@@ -29,7 +27,7 @@ pub enum Cf {
 }
 
 impl Cf {
-    pub const ALL: [Cf; 11] = [
+    pub const ALL: [Cf; 10] = [
         Cf::Meta,
         Cf::Volumes,
         Cf::Inodes,
@@ -37,8 +35,7 @@ impl Cf {
         Cf::DirCookies,
         Cf::Xattrs,
         Cf::ChunkMap,
-        Cf::Chunks,
-        Cf::ChunkInfo,
+        Cf::ChunkIndex,
         Cf::Refs,
         Cf::Orphans,
     ];
@@ -52,8 +49,7 @@ impl Cf {
             Cf::DirCookies => "dir_cookies",
             Cf::Xattrs => "xattrs",
             Cf::ChunkMap => "chunk_map",
-            Cf::Chunks => "chunks",
-            Cf::ChunkInfo => "chunk_info",
+            Cf::ChunkIndex => "chunk_index",
             Cf::Refs => "refs",
             Cf::Orphans => "orphans",
         }

@@ -6,7 +6,8 @@
 //! its API ([`engine::Engine`] is the boundary).
 //!
 //! ## Data model
-//! A **pool** is one RocksDB database in `<dir>/db`, locked by one process
+//! A **pool** is one RocksDB database in `<dir>/db` (the catalog) and the
+//! chunk bodies' segment files in `<dir>/segments`, locked by one process
 //! (`<dir>/tessera.lock` holds its pid). Column families ([`keys::Cf`]), keys
 //! big-endian and fixed-width so scans come out in numeric order:
 //!
@@ -19,10 +20,21 @@
 //! | `dir_cookies` | vol, parent, cookie | (name, ino, kind): readdir order |
 //! | `xattrs` | vol, ino, name | value |
 //! | `chunk_map` | vol, ino, chunk index | (BLAKE3 hash, length) |
-//! | `chunks` | hash | codec tag + compressed bytes (integrated BlobDB) |
-//! | `chunk_info` | hash | raw and stored length |
+//! | `chunk_index` | hash | raw and stored length, codec, and where the body is: (segment, offset, header CRC) or the stored bytes inline |
 //! | `refs` | hash | i64 reference count, updated by an add merge operator |
 //! | `orphans` | vol, ino | inodes without links that a handle or a hold still keeps |
+//!
+//! Chunk bodies are written once: a chunk that stores in more than
+//! 8 KiB is appended to the active **segment file**
+//! (64 MiB, then sealed and never modified) as a self-describing record:
+//! magic, codec, lengths, BLAKE3 hash, a CRC32C of the header and one CRC32C
+//! per 4 KiB of payload, then the payload. A read of 4 KiB from a 1 MiB raw
+//! chunk reads the record header and the one 4 KiB block it needs, and checks
+//! both checksums; compressed chunks are read whole and kept in a small
+//! decoded cache. Smaller chunks live inline in their index entry, so a small
+//! file costs no segment append and no segment sync. A record that fails its
+//! checksums is never returned: the read fails with [`StoreError::Damaged`]
+//! (EIO) and `fsck` names it.
 //!
 //! Readdir cookies are handed out per directory in increasing order and never
 //! reused, so a listing resumed at a cookie neither repeats nor skips entries
@@ -37,12 +49,17 @@
 //! chunk not yet buffered reads the chunk once, and a chunk rewritten between
 //! flushes is hashed once per flush. Persisting a chunk hashes it with
 //! BLAKE3; an all-zero chunk becomes a hole (no key); otherwise the chunk is
-//! compressed (lz4, zstd or none, kept raw if that is smaller) and written
-//! unless the pool already has it, the file's chunk map points at it, and its
-//! reference count goes up by one in the same batch while the replaced chunk's
-//! goes down. Chunks at zero references are deleted only by [`Pool::gc`],
-//! which holds the pool gate exclusively; every commit that adds a reference
-//! holds it shared, so GC never races a new reference.
+//! compressed (lz4, zstd or none; compression is kept only if it saves at
+//! least an eighth) and, unless the pool already has it, appended to the
+//! active segment (or kept inline); the file's chunk map points at it, and its
+//! index entry and reference count (+1) go in one batch while the replaced
+//! chunk's count goes down. Chunks at zero references are dropped only by
+//! [`Pool::gc`], which holds the pool gate exclusively; every commit that adds
+//! a reference holds it shared, so GC never races a new reference. GC then
+//! gives disk space back: it deletes sealed segments without a live record,
+//! and copies the live records of segments less than half live into the
+//! active segment (synced before the index is repointed, and the index
+//! committed before the old file is deleted).
 //!
 //! ## An inode's life
 //! An inode lives while it has a link, an open handle ([`Volume::open`]) or a hold
@@ -55,11 +72,13 @@
 //!
 //! ## What survives a crash
 //! Every mutation is one atomic `WriteBatch` across families, so metadata is
-//! always consistent and a chunk referenced by metadata is always present (it
-//! is written in the same batch as the first reference). A crash may leak an
-//! unreferenced chunk (fsck finds it, GC frees it) and loses writes not yet
-//! persisted; [`Volume::fsync`] and [`Volume::sync`] persist and sync the WAL,
-//! so what they acknowledged survives.
+//! always consistent. Segment bytes are synced (`fdatasync`, shared by
+//! concurrent committers) before the batch that first references them is
+//! committed, so an index entry always points at durable bytes. A crash may
+//! leave unreferenced records in a segment (garbage that GC reclaims) and a
+//! torn record at the active segment's tail (truncated at the next open), and
+//! loses writes not yet persisted; [`Volume::fsync`] and [`Volume::sync`]
+//! persist and sync the WAL, so what they acknowledged survives.
 //!
 //! ## Quota
 //! A volume's `used` is the logical bytes of its stored chunks (holes are free).
@@ -70,10 +89,12 @@ mod chunks;
 mod codec;
 pub mod engine;
 mod error;
+mod gc;
 mod holds;
 pub mod keys;
 mod pool;
 mod records;
+mod segment;
 mod snapshot;
 mod types;
 mod volume;

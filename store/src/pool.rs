@@ -1,10 +1,10 @@
 //! A pool: one RocksDB instance in a data directory holding many volumes.
 
-use crate::chunks::ChunkCache;
+use crate::chunks::ChunkStore;
 use crate::engine::{decode_ref, Batch, Engine, RocksEngine};
 use crate::error::{Result, StoreError};
 use crate::keys::{self, Cf};
-use crate::records::{self, ChunkInfo, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
+use crate::records::{self, ChunkLocation, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
 use crate::types::*;
 use crate::volume::{Volume, VolumeInner};
 use parking_lot::{Mutex, RwLock};
@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 
-/// The on-disk format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes: 2 keeps chunk bodies in
+/// segment files (1 kept them in RocksDB's BlobDB).
+pub const FORMAT_VERSION: u32 = 2;
 /// Dirty chunk bytes a pool buffers before flushing volumes.
 pub const DIRTY_BUDGET: u64 = 1 << 30;
 
@@ -35,7 +36,7 @@ pub(crate) struct PoolInner {
     /// Serializes volume creation, deletion and renames of volume records.
     pub catalog: Mutex<()>,
     pub open: Mutex<HashMap<u64, Weak<VolumeInner>>>,
-    pub cache: ChunkCache,
+    pub chunks: ChunkStore,
     pub dirty_bytes: AtomicU64,
     _lock: File,
 }
@@ -53,7 +54,11 @@ pub type Progress<'a> = dyn FnMut(u64, u64) + 'a;
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GcReport {
     pub chunks_deleted: u64,
+    /// Disk bytes given back (segment files deleted or shrunk, inline chunks).
     pub bytes_freed: u64,
+    pub segments_deleted: u64,
+    /// Live record bytes the cleaner copied out of sparse segments.
+    pub bytes_moved: u64,
 }
 
 /// What fsck found (and, with repair, fixed).
@@ -69,6 +74,12 @@ pub struct FsckReport {
     pub dangling_entries: u64,
     pub wrong_nlinks: u64,
     pub wrong_usage: u64,
+    /// Chunks whose stored record is missing or fails its checksums.
+    pub damaged_chunks: u64,
+    /// Segment bytes no index entry points at: what `gc` reclaims (not a problem).
+    pub garbage_bytes: u64,
+    /// Sealed segments without a live record (not a problem; `gc` deletes them).
+    pub unreferenced_segments: u64,
     pub problems: Vec<String>,
     pub repaired: bool,
 }
@@ -144,8 +155,8 @@ impl Pool {
                         .try_into()
                         .map_err(|_| StoreError::Corrupt("format record".into()))?,
                 );
-                if found > FORMAT_VERSION {
-                    return Err(StoreError::FormatTooNew {
+                if found != FORMAT_VERSION {
+                    return Err(StoreError::UnsupportedFormat {
                         dir: dir.to_path_buf(),
                         found,
                         supported: FORMAT_VERSION,
@@ -162,6 +173,7 @@ impl Pool {
                 engine.write(b, true)?;
             }
         }
+        let chunks = ChunkStore::open(&dir.join("segments"))?;
         let pool = Pool {
             inner: Arc::new(PoolInner {
                 dir: dir.to_path_buf(),
@@ -169,7 +181,7 @@ impl Pool {
                 gate: RwLock::new(()),
                 catalog: Mutex::new(()),
                 open: Mutex::new(HashMap::new()),
-                cache: ChunkCache::new(256 << 20),
+                chunks,
                 dirty_bytes: AtomicU64::new(0),
                 _lock: lock,
             }),
@@ -413,14 +425,33 @@ impl Pool {
 
     pub fn usage(&self) -> Result<PoolUsage> {
         let mut u = PoolUsage::default();
+        // Chunks at zero references still have index entries until gc drops them:
+        // their records are garbage already.
+        let mut dead = std::collections::HashSet::new();
         self.engine()
-            .scan(Cf::ChunkInfo, &[], &[0xff; 33], &mut |_, v| {
-                let info = ChunkInfo::decode(v)?;
-                u.chunks += 1;
-                u.unique_bytes += info.raw_len as u64;
-                u.physical_bytes += info.stored_len as u64;
+            .scan(Cf::Refs, &[], &[0xff; 33], &mut |k, v| {
+                if crate::engine::decode_ref(v) <= 0 {
+                    dead.insert(k.to_vec());
+                }
                 Ok(true)
             })?;
+        self.engine()
+            .scan(Cf::ChunkIndex, &[], &[0xff; 33], &mut |k, v| {
+                let loc = ChunkLocation::decode(v)?;
+                u.chunks += 1;
+                u.unique_bytes += loc.raw_len as u64;
+                u.physical_bytes += loc.stored_len as u64;
+                if !dead.contains(k) {
+                    u.live_bytes += loc.segment_bytes();
+                }
+                Ok(true)
+            })?;
+        let mut headers = 0;
+        for (_, len) in self.inner.chunks.segments.segments()? {
+            u.segment_bytes += len;
+            headers += crate::segment::SEGMENT_HEADER.min(len);
+        }
+        u.garbage_bytes = u.segment_bytes.saturating_sub(u.live_bytes + headers);
         for v in self.list_volumes()? {
             u.logical_bytes += v.used;
         }
@@ -437,45 +468,6 @@ impl Pool {
         Ok(u)
     }
 
-    /// Deletes chunks no metadata references. Holds the gate exclusively, so
-    /// no commit can add a reference to a chunk while it is being judged.
-    pub fn gc(&self) -> Result<GcReport> {
-        self.gc_with_progress(&mut |_, _| {})
-    }
-
-    /// [`Pool::gc`], calling `progress(done, total)` as chunks are judged.
-    pub fn gc_with_progress(&self, progress: &mut Progress) -> Result<GcReport> {
-        self.sync()?;
-        let _gate = self.inner.gate.write();
-        let mut dead = Vec::new();
-        self.engine()
-            .scan(Cf::Refs, &[], &[0xff; 33], &mut |k, v| {
-                if decode_ref(v) <= 0 {
-                    dead.push(k.to_vec());
-                }
-                Ok(true)
-            })?;
-        let mut report = GcReport::default();
-        let total = dead.len() as u64;
-        progress(0, total);
-        for chunk in dead.chunks(256) {
-            let mut batch = Batch::default();
-            for hash in chunk {
-                if let Some(v) = self.engine().get(Cf::ChunkInfo, hash)? {
-                    report.bytes_freed += ChunkInfo::decode(&v)?.stored_len as u64;
-                }
-                batch.delete(Cf::Chunks, hash.clone());
-                batch.delete(Cf::ChunkInfo, hash.clone());
-                batch.delete(Cf::Refs, hash.clone());
-                self.inner.cache.forget(hash);
-                report.chunks_deleted += 1;
-            }
-            self.engine().write(batch, true)?;
-            progress(report.chunks_deleted, total);
-        }
-        Ok(report)
-    }
-
     /// Recounts references from the metadata and checks the namespace.
     /// Runs with the gate held exclusively and every open volume flushed.
     pub fn fsck(&self, repair: bool) -> Result<FsckReport> {
@@ -485,6 +477,17 @@ impl Pool {
     /// [`Pool::fsck`], calling `progress(done, total)`: one step for the
     /// chunk recount, then one per volume.
     pub fn fsck_with_progress(&self, repair: bool, progress: &mut Progress) -> Result<FsckReport> {
+        self.fsck_full(repair, false, progress)
+    }
+
+    /// [`Pool::fsck_with_progress`]; with `verify_data` every chunk is also
+    /// decoded and re-hashed, not only checked against its record checksums.
+    pub fn fsck_full(
+        &self,
+        repair: bool,
+        verify_data: bool,
+        progress: &mut Progress,
+    ) -> Result<FsckReport> {
         self.sync()?;
         let _gate = self.inner.gate.write();
         let mut report = FsckReport::default();
@@ -503,7 +506,7 @@ impl Pool {
         })?;
         let mut fix = Batch::default();
         for (hash, &n) in &counted {
-            if engine.get(Cf::ChunkInfo, hash)?.is_none() {
+            if engine.get(Cf::ChunkIndex, hash)?.is_none() {
                 report.dangling_refs += 1;
                 report.problems.push(format!(
                     "chunk {} is referenced {n} times but missing",
@@ -521,10 +524,21 @@ impl Pool {
                 fix.put(Cf::Refs, hash.to_vec(), n.to_le_bytes().to_vec());
             }
         }
-        engine.scan(Cf::ChunkInfo, &[], &[0xff; 33], &mut |k, _| {
+        let chunks = &self.inner.chunks;
+        engine.scan(Cf::ChunkIndex, &[], &[0xff; 33], &mut |k, v| {
             report.chunks += 1;
             let mut h = [0u8; 32];
             h.copy_from_slice(k);
+            match ChunkLocation::decode(v).and_then(|loc| chunks.verify(&h, &loc, verify_data)) {
+                Ok(()) => {}
+                Err(e @ (StoreError::Damaged(_) | StoreError::Corrupt(_))) => {
+                    report.damaged_chunks += 1;
+                    report
+                        .problems
+                        .push(format!("{e} (cannot be repaired here)"));
+                }
+                Err(e) => return Err(e),
+            }
             if !counted.contains_key(&h) {
                 let have = stored.get(&h).copied().unwrap_or(0);
                 if have != 0 || !stored.contains_key(&h) {
@@ -538,6 +552,22 @@ impl Pool {
             }
             Ok(true)
         })?;
+        let live = self.live_bytes_per_segment()?;
+        let active = self.inner.chunks.segments.active_id();
+        for (id, len) in self.inner.chunks.segments.segments()? {
+            let used = live.get(&id).copied().unwrap_or(0);
+            report.garbage_bytes += len.saturating_sub(used + crate::segment::SEGMENT_HEADER);
+            if used == 0 && id != active {
+                report.unreferenced_segments += 1;
+            }
+        }
+        for id in live.keys() {
+            if !self.inner.chunks.segments.path_of(*id).exists() {
+                report
+                    .problems
+                    .push(format!("segment {id:x} is referenced but missing"));
+            }
+        }
         let records: Vec<VolumeRecord> = self
             .all_records()?
             .into_iter()
@@ -679,6 +709,4 @@ pub(crate) fn info_of(rec: &VolumeRecord) -> VolumeInfo {
     }
 }
 
-pub(crate) fn hex(h: &[u8]) -> String {
-    h.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
+pub(crate) use crate::chunks::hex;

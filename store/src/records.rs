@@ -107,28 +107,116 @@ impl ChunkRef {
     }
 }
 
-/// Size facts of a stored chunk, kept apart from its bytes so accounting and GC
-/// never read blob files.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkInfo {
+/// Where a chunk's stored bytes are: the chunk index's value. Fixed-layout
+/// encoding so scans (usage, GC, fsck) decode it without bincode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChunkLocation {
     pub raw_len: u32,
     pub stored_len: u32,
+    /// The codec tag of [`crate::codec`].
+    pub codec: u8,
+    pub place: ChunkPlace,
 }
 
-impl ChunkInfo {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChunkPlace {
+    /// A record at `offset` of segment `segment` whose header checksum is `crc`.
+    Segment { segment: u64, offset: u64, crc: u32 },
+    /// Small chunks live in the index itself (see the crate doc).
+    Inline(Vec<u8>),
+}
+
+const IN_SEGMENT: u8 = 0;
+const INLINE: u8 = 1;
+
+impl ChunkLocation {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = self.raw_len.to_be_bytes().to_vec();
+        let mut v = Vec::with_capacity(30);
+        let tag = match self.place {
+            ChunkPlace::Segment { .. } => IN_SEGMENT,
+            ChunkPlace::Inline(_) => INLINE,
+        };
+        v.push(tag);
+        v.push(self.codec);
+        v.extend_from_slice(&self.raw_len.to_be_bytes());
         v.extend_from_slice(&self.stored_len.to_be_bytes());
+        match &self.place {
+            ChunkPlace::Segment {
+                segment,
+                offset,
+                crc,
+            } => {
+                v.extend_from_slice(&segment.to_be_bytes());
+                v.extend_from_slice(&offset.to_be_bytes());
+                v.extend_from_slice(&crc.to_be_bytes());
+            }
+            ChunkPlace::Inline(bytes) => v.extend_from_slice(bytes),
+        }
         v
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ChunkInfo> {
-        if bytes.len() != 8 {
-            return Err(StoreError::Corrupt("chunk info".into()));
+    pub fn decode(bytes: &[u8]) -> Result<ChunkLocation> {
+        let bad = || StoreError::Corrupt(format!("chunk index entry of {} bytes", bytes.len()));
+        if bytes.len() < 10 {
+            return Err(bad());
         }
-        Ok(ChunkInfo {
-            raw_len: u32::from_be_bytes(bytes[..4].try_into().unwrap()),
-            stored_len: u32::from_be_bytes(bytes[4..8].try_into().unwrap()),
+        let be32 = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+        let be64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
+        let (raw_len, stored_len) = (be32(2), be32(6));
+        let place = match bytes[0] {
+            IN_SEGMENT if bytes.len() == 30 => ChunkPlace::Segment {
+                segment: be64(10),
+                offset: be64(18),
+                crc: be32(26),
+            },
+            INLINE if bytes.len() == 10 + stored_len as usize => {
+                ChunkPlace::Inline(bytes[10..].to_vec())
+            }
+            _ => return Err(bad()),
+        };
+        Ok(ChunkLocation {
+            raw_len,
+            stored_len,
+            codec: bytes[1],
+            place,
         })
+    }
+
+    /// Bytes this chunk occupies in a segment (0 when inline).
+    pub fn segment_bytes(&self) -> u64 {
+        match self.place {
+            ChunkPlace::Segment { .. } => crate::segment::record::record_len(self.stored_len),
+            ChunkPlace::Inline(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_locations_round_trip() {
+        for place in [
+            ChunkPlace::Segment {
+                segment: 7,
+                offset: 1 << 40,
+                crc: 0xdead_beef,
+            },
+            ChunkPlace::Inline(vec![1, 2, 3]),
+        ] {
+            let stored_len = match &place {
+                ChunkPlace::Inline(b) => b.len() as u32,
+                _ => 4096,
+            };
+            let loc = ChunkLocation {
+                raw_len: 65536,
+                stored_len,
+                codec: 1,
+                place,
+            };
+            assert_eq!(ChunkLocation::decode(&loc.encode()).unwrap(), loc);
+        }
+        assert!(ChunkLocation::decode(&[0; 12]).is_err());
     }
 }

@@ -11,7 +11,7 @@ use crate::engine::Batch;
 use crate::error::{Result, StoreError};
 use crate::keys::{self, Cf};
 use crate::pool::{info_of, validate_volume_name, Pool};
-use crate::records::{self, ChunkInfo, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
+use crate::records::{self, ChunkLocation, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
 use crate::types::{Timestamp, VolumeInfo};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -219,8 +219,8 @@ impl Pool {
                     .map(|r| crate::engine::decode_ref(&r))
                     .unwrap_or(0);
                 if total <= n {
-                    if let Some(info) = self.engine().get(Cf::ChunkInfo, &hash)? {
-                        exclusive += ChunkInfo::decode(&info)?.stored_len as u64;
+                    if let Some(loc) = self.engine().get(Cf::ChunkIndex, &hash)? {
+                        exclusive += ChunkLocation::decode(&loc)?.stored_len as u64;
                     }
                 }
             }

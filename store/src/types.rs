@@ -268,4 +268,10 @@ pub struct PoolUsage {
     pub dedup_ratio: f64,
     /// unique / physical.
     pub compression_ratio: f64,
+    /// Bytes of segment files on disk.
+    pub segment_bytes: u64,
+    /// Segment bytes holding records of referenced chunks.
+    pub live_bytes: u64,
+    /// Segment bytes of deleted chunks (and torn appends): what `gc` reclaims.
+    pub garbage_bytes: u64,
 }

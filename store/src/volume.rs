@@ -432,7 +432,9 @@ impl VolumeInner {
             keys::u64_key(self.id),
             records::encode(&st.rec),
         );
-        let _gate = self.pool.inner.gate.read();
+        let _gate = self.pool.inner.gate.read_recursive();
+        // Chunk bytes are durable before any reference to them commits.
+        self.pool.inner.chunks.segments.make_durable()?;
         self.pool.engine().write(batch, false)
     }
 
@@ -515,13 +517,12 @@ impl VolumeInner {
 
     /// The bytes of chunk `idx` as a buffer to modify.
     fn chunk_bytes(&self, ino: Ino, idx: u64) -> Result<Vec<u8>> {
+        let _gate = self.pool.inner.gate.read_recursive();
         match self.chunk_ref(ino, idx)? {
-            Some(r) => Ok(self
-                .pool
-                .inner
-                .cache
-                .load(self.pool.engine(), &r.hash, r.len)?
-                .to_vec()),
+            Some(r) => {
+                let data = self.pool.inner.chunks.load(self.pool.engine(), &r.hash)?;
+                Ok(Arc::try_unwrap(data).unwrap_or_else(|shared| shared.to_vec()))
+            }
             None => Ok(Vec::new()),
         }
     }
@@ -633,7 +634,10 @@ impl VolumeInner {
             if old.is_some_and(|o| o.hash == hash && o.len as usize == len) {
                 continue;
             }
-            chunks::store(engine, batch, &hash, &buf, self.compression)?;
+            self.pool
+                .inner
+                .chunks
+                .put(engine, batch, &hash, &buf, self.compression)?;
             batch.add_ref(&hash, 1);
             if let Some(old) = old {
                 batch.add_ref(&old.hash, -1);
@@ -665,7 +669,7 @@ impl VolumeInner {
             return Ok(());
         }
         let mut batch = Batch::default();
-        let _gate = self.pool.inner.gate.read();
+        let _gate = self.pool.inner.gate.read_recursive();
         for i in inos {
             self.flush_file_into(st, i, &mut batch)?;
         }
@@ -674,6 +678,8 @@ impl VolumeInner {
             keys::u64_key(self.id),
             records::encode(&st.rec),
         );
+        // Chunk bytes are durable before any reference to them commits.
+        self.pool.inner.chunks.segments.make_durable()?;
         self.pool.engine().write(batch, false)
     }
 
@@ -867,6 +873,9 @@ impl Volume {
             return Err(StoreError::ReadOnly);
         }
         let mut batch = Batch::default();
+        // Held from the chunk-index lookups in the flush to the commit, so gc cannot
+        // drop a chunk this batch dedups against or a segment it appended to.
+        let _gate = vol.pool.inner.gate.read_recursive();
         let mut touched = BTreeMap::new();
         if let Some(size) = set.size {
             let r = vol.load(&st, ino)?;
@@ -1333,12 +1342,18 @@ impl Volume {
         let _gate = vol.pool.inner.gate.read();
         drop(st);
         for (cref, chunk_start, from, to) in fetch {
-            let data = vol
-                .pool
-                .inner
-                .cache
-                .load(vol.pool.engine(), &cref.hash, cref.len)?;
-            copy_part(&mut out, offset, &data, chunk_start, from, to);
+            // Bytes past the stored chunk's end (the file grew since) read as zeros.
+            let to = to.min(chunk_start + cref.len as u64);
+            if from >= to {
+                continue;
+            }
+            let at = (from - offset) as usize..(to - offset) as usize;
+            vol.pool.inner.chunks.read_range(
+                vol.pool.engine(),
+                &cref.hash,
+                (from - chunk_start) as usize,
+                &mut out[at],
+            )?;
         }
         Ok(out)
     }
@@ -1477,6 +1492,7 @@ impl Volume {
         fs.inode.mtime = now;
         fs.inode.ctime = now;
         st.rec.used = st.rec.used.saturating_sub(refund);
+        let _gate = vol.pool.inner.gate.read_recursive();
         vol.flush_file_into(&mut st, ino, &mut batch)?;
         vol.commit(&mut st, batch)
     }
@@ -1499,6 +1515,9 @@ impl Volume {
         vol.check_quota(&st, need)?;
         if !keep_size && end > r.size {
             let mut batch = Batch::default();
+            // Held from the chunk-index lookups in the flush to the commit, so gc cannot
+            // drop a chunk this batch dedups against or a segment it appended to.
+            let _gate = vol.pool.inner.gate.read_recursive();
             vol.file_state(&mut st, ino)?.inode.ctime = Timestamp::now();
             vol.truncate(&mut st, ino, end, &mut batch)?;
             vol.commit(&mut st, batch)?;

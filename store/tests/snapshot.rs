@@ -302,8 +302,8 @@ fn usage_figures_are_exact() {
     assert_eq!(u.logical_bytes, (192 + 128 + 128) << 10);
     assert_eq!(
         u.physical_bytes,
-        3 * ((64 << 10) + 1),
-        "raw chunks carry a one-byte tag"
+        3 * (64 << 10),
+        "incompressible chunks are stored raw, without framing"
     );
     let per: std::collections::HashMap<String, VolumeUsage> = pool
         .volume_usage()
@@ -311,7 +311,7 @@ fn usage_figures_are_exact() {
         .into_iter()
         .map(|v| (v.name.clone(), v))
         .collect();
-    assert_eq!(per["a"].exclusive_bytes, (64 << 10) + 1);
+    assert_eq!(per["a"].exclusive_bytes, 64 << 10);
     assert_eq!(per["a"].logical_bytes, 192 << 10);
     assert_eq!(per["b"].exclusive_bytes, 0);
     assert_eq!(per["b"].snapshots, 1);

@@ -20,23 +20,30 @@ fn second_open_of_a_pool_names_the_holder() {
 }
 
 #[test]
-fn newer_format_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    drop(Pool::open(dir.path()).unwrap());
-    {
-        use tessera_store::engine::{Batch, Engine, RocksEngine};
-        let e = RocksEngine::open(&dir.path().join("db")).unwrap();
-        let mut b = Batch::default();
-        b.put(
-            keys::Cf::Meta,
-            keys::FORMAT_KEY,
-            99u32.to_be_bytes().to_vec(),
-        );
-        e.write(b, true).unwrap();
-    }
-    match Pool::open(dir.path()) {
-        Err(StoreError::FormatTooNew { found: 99, .. }) => {}
-        other => panic!("expected FormatTooNew, got {:?}", other.map(|_| ())),
+fn other_formats_are_refused_by_name() {
+    // 1 is the format that kept chunks in RocksDB's BlobDB; 99 is from a newer build.
+    for found in [1u32, 99] {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Pool::open(dir.path()).unwrap());
+        {
+            use tessera_store::engine::{Batch, Engine, RocksEngine};
+            let e = RocksEngine::open(&dir.path().join("db")).unwrap();
+            let mut b = Batch::default();
+            b.put(
+                keys::Cf::Meta,
+                keys::FORMAT_KEY,
+                found.to_be_bytes().to_vec(),
+            );
+            e.write(b, true).unwrap();
+        }
+        match Pool::open(dir.path()) {
+            Err(e @ StoreError::UnsupportedFormat { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&found.to_string()), "{msg}");
+                assert!(msg.contains(&FORMAT_VERSION.to_string()), "{msg}");
+            }
+            other => panic!("expected UnsupportedFormat, got {:?}", other.map(|_| ())),
+        }
     }
 }
 
@@ -674,10 +681,11 @@ fn fsck_finds_and_repairs_bad_refcounts() {
         assert_eq!(hashes.len(), 1);
         let mut b = Batch::default();
         b.add_ref(&hashes[0], 5);
+        // A one-byte raw chunk inline in the index (tag 1, codec 0, raw and stored length 1).
         b.put(
-            keys::Cf::ChunkInfo,
+            keys::Cf::ChunkIndex,
             vec![7u8; 32],
-            vec![0, 0, 0, 1, 0, 0, 0, 1],
+            vec![1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0x42],
         );
         e.write(b, true).unwrap();
     }
