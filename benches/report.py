@@ -529,8 +529,8 @@ def memory_and_space(L, res):
     if gc.get("runs"):
         L.append("Tessera keeps chunks that overwrites and deletes leave unreferenced until `tessera gc`; the "
                  "runner ran it (untimed, mounted) after each fio job: %d runs deleted %s chunks, %.1f MiB "
-                 "(longest run %d ms). Tessera's space figures are taken after each gc (RocksDB "
-                 "gives the space back only when compaction rewrites its blob files)."
+                 "of disk space (longest run %d ms). Tessera's space figures are taken after each gc "
+                 "(gc deletes dead segment files and rewrites those less than half live)."
                  % (gc["runs"], "{:,}".format(gc["chunks_deleted"]), gc["bytes_freed"] / 1048576, gc["max_ms"]))
         L.append("")
 
