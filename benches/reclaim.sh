@@ -2,9 +2,11 @@
 # Disk space given back: mount a fresh pool, write 1 GiB of random data (dd, fsync at end) and
 # 2,000 files of 3,000 bytes, delete everything, run `tessera gc` through the admin socket, and
 # print du -sk of the pool at each step, the dd time and the daemon's peak RSS.
-# Usage: bash benches/reclaim.sh [BIN]   (default: target/release/tessera)
+# Usage: bash benches/reclaim.sh [BIN]   (default: target/release/tessera, built when missing)
 set -euo pipefail
-BIN=${1:-target/release/tessera}; W=$(mktemp -d /var/tmp/reclaim.XXXX); D=$W/data; M=$W/mnt
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ $# -eq 0 ] && [ ! -x target/release/tessera ]; then cargo build --release --bin tessera; fi
+BIN=$(realpath "${1:-target/release/tessera}"); W=$(mktemp -d /var/tmp/reclaim.XXXX); D=$W/data; M=$W/mnt
 mkdir -p $D $M
 du_k() { du -sk "$D" | cut -f1; }
 setsid "$BIN" --data-dir $D mount --create --size 64GiB v $M 2>$W/log &
