@@ -5,7 +5,7 @@ use crate::codec;
 use crate::engine::{Batch, Engine};
 use crate::error::{Result, StoreError};
 use crate::keys::{Cf, Hash};
-use crate::records::{ChunkLocation, ChunkPlace};
+use crate::records::{ChunkLocation, ChunkPlace, SEGMENT_LOCATION_LEN};
 use crate::segment::{record, SegmentLog};
 use crate::types::Compression;
 use parking_lot::Mutex;
@@ -18,6 +18,8 @@ use std::sync::Arc;
 pub const INLINE_MAX: usize = 8 << 10;
 /// Bytes of decoded compressed chunks kept in memory.
 const CACHE_BUDGET: usize = 64 << 20;
+/// Bytes of verified record headers kept in memory (about 1 KiB per 1 MiB chunk).
+const HEADER_BUDGET: usize = 16 << 20;
 
 pub fn hash(data: &[u8]) -> Hash {
     *blake3::hash(data).as_bytes()
@@ -31,6 +33,9 @@ pub fn hex(h: &[u8]) -> String {
 pub struct ChunkStore {
     pub segments: SegmentLog,
     cache: ChunkCache,
+    /// For raw segment chunks: the index entry followed by the verified record
+    /// header and block table, so a small read costs one `pread` of its blocks.
+    headers: ChunkCache,
 }
 
 fn damaged(hash: &Hash, loc: &ChunkLocation, what: &str) -> StoreError {
@@ -50,6 +55,7 @@ impl ChunkStore {
         Ok(ChunkStore {
             segments: SegmentLog::open(dir)?,
             cache: ChunkCache::new(CACHE_BUDGET),
+            headers: ChunkCache::new(HEADER_BUDGET),
         })
     }
 
@@ -111,39 +117,63 @@ impl ChunkStore {
         from: usize,
         out: &mut [u8],
     ) -> Result<()> {
+        if let Some(entry) = self.headers.get(hash) {
+            let loc = ChunkLocation::decode(&entry[..SEGMENT_LOCATION_LEN])?;
+            return self.read_blocks(hash, &loc, &entry[SEGMENT_LOCATION_LEN..], from, out);
+        }
         let loc = self.location(engine, hash)?;
-        let to = from + out.len();
-        if to > loc.raw_len as usize {
+        if from + out.len() > loc.raw_len as usize {
             return Err(damaged(hash, &loc, "read past the chunk's end"));
         }
-        if let (
-            codec::RAW,
-            ChunkPlace::Segment {
-                segment, offset, ..
-            },
-        ) = (loc.codec, &loc.place)
-        {
+        if let (codec::RAW, ChunkPlace::Segment { .. }) = (loc.codec, &loc.place) {
             let head = self.read_header(hash, &loc)?;
-            if out.is_empty() {
-                return Ok(());
-            }
-            let first = from / record::BLOCK;
-            let start = first * record::BLOCK;
-            let end = to
-                .next_multiple_of(record::BLOCK)
-                .min(loc.stored_len as usize);
-            let mut blocks = vec![0u8; end - start];
-            let hlen = head.len() as u64;
-            self.segments
-                .read_at(*segment, offset + hlen + start as u64, &mut blocks)?;
-            if let Err(b) = record::verify_blocks(&head[record::FIXED_HEADER..], first, &blocks) {
-                return Err(damaged(hash, &loc, &format!("block {b} checksum mismatch")));
-            }
-            out.copy_from_slice(&blocks[from - start..to - start]);
-            return Ok(());
+            let mut entry = loc.encode();
+            debug_assert_eq!(entry.len(), SEGMENT_LOCATION_LEN);
+            entry.extend_from_slice(&head);
+            self.headers.insert(*hash, Arc::new(entry));
+            return self.read_blocks(hash, &loc, &head, from, out);
         }
         let data = self.load(engine, hash)?;
-        out.copy_from_slice(&data[from..to]);
+        out.copy_from_slice(&data[from..from + out.len()]);
+        Ok(())
+    }
+
+    /// Reads `out` from offset `from` of a raw segment chunk whose verified
+    /// header is `head`: only the 4 KiB blocks covering it, each checked.
+    fn read_blocks(
+        &self,
+        hash: &Hash,
+        loc: &ChunkLocation,
+        head: &[u8],
+        from: usize,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let to = from + out.len();
+        if to > loc.raw_len as usize {
+            return Err(damaged(hash, loc, "read past the chunk's end"));
+        }
+        let ChunkPlace::Segment {
+            segment, offset, ..
+        } = loc.place
+        else {
+            unreachable!("only segment records have blocks")
+        };
+        if out.is_empty() {
+            return Ok(());
+        }
+        let first = from / record::BLOCK;
+        let start = first * record::BLOCK;
+        let end = to
+            .next_multiple_of(record::BLOCK)
+            .min(loc.stored_len as usize);
+        let mut blocks = vec![0u8; end - start];
+        let hlen = head.len() as u64;
+        self.segments
+            .read_at(segment, offset + hlen + start as u64, &mut blocks)?;
+        if let Err(b) = record::verify_blocks(&head[record::FIXED_HEADER..], first, &blocks) {
+            return Err(damaged(hash, loc, &format!("block {b} checksum mismatch")));
+        }
+        out.copy_from_slice(&blocks[from - start..to - start]);
         Ok(())
     }
 
@@ -251,8 +281,10 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// Drops what is cached of a chunk: called when it is deleted or moved.
     pub fn forget(&self, hash: &[u8]) {
         self.cache.forget(hash);
+        self.headers.forget(hash);
     }
 }
 

@@ -161,6 +161,7 @@ impl Pool {
                         *offset = new_offset;
                     }
                     batch.put(Cf::ChunkIndex, hash.to_vec(), moved.encode());
+                    self.inner.chunks.forget(hash);
                     report.bytes_moved += rec.len() as u64;
                 }
                 segments.make_durable()?;

@@ -127,11 +127,13 @@ pub enum ChunkPlace {
 }
 
 const IN_SEGMENT: u8 = 0;
+/// Bytes of an encoded [`ChunkPlace::Segment`] location.
+pub const SEGMENT_LOCATION_LEN: usize = 30;
 const INLINE: u8 = 1;
 
 impl ChunkLocation {
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(30);
+        let mut v = Vec::with_capacity(SEGMENT_LOCATION_LEN);
         let tag = match self.place {
             ChunkPlace::Segment { .. } => IN_SEGMENT,
             ChunkPlace::Inline(_) => INLINE,
@@ -164,7 +166,7 @@ impl ChunkLocation {
         let be64 = |at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().unwrap());
         let (raw_len, stored_len) = (be32(2), be32(6));
         let place = match bytes[0] {
-            IN_SEGMENT if bytes.len() == 30 => ChunkPlace::Segment {
+            IN_SEGMENT if bytes.len() == SEGMENT_LOCATION_LEN => ChunkPlace::Segment {
                 segment: be64(10),
                 offset: be64(18),
                 crc: be32(26),
