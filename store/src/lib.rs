@@ -30,7 +30,8 @@
 //! magic, codec, lengths, BLAKE3 hash, a CRC32C of the header and one CRC32C
 //! per 4 KiB of payload, then the payload. A read of 4 KiB from a 1 MiB raw
 //! chunk reads the record header and the one 4 KiB block it needs, and checks
-//! both checksums; compressed chunks are read whole and kept in a small
+//! both checksums (verified headers are cached, so a small read costs one
+//! `pread`); compressed chunks are read whole and kept in a small
 //! decoded cache. Smaller chunks live inline in their index entry, so a small
 //! file costs no segment append and no segment sync. A record that fails its
 //! checksums is never returned: the read fails with [`StoreError::Damaged`]
