@@ -186,19 +186,9 @@ impl ChunkStore {
         let loc = self.location(engine, hash)?;
         let stored = match &loc.place {
             ChunkPlace::Inline(bytes) => return self.decode(hash, &loc, bytes),
-            ChunkPlace::Segment {
-                segment, offset, ..
-            } => {
-                let mut rec = vec![0u8; record::record_len(loc.stored_len) as usize];
-                self.segments.read_at(*segment, *offset, &mut rec)?;
-                let hlen = record::header_len(loc.stored_len);
-                self.check_header(hash, &loc, &rec[..hlen])?;
-                if let Err(b) =
-                    record::verify_blocks(&rec[record::FIXED_HEADER..hlen], 0, &rec[hlen..])
-                {
-                    return Err(damaged(hash, &loc, &format!("block {b} checksum mismatch")));
-                }
-                rec.drain(..hlen);
+            ChunkPlace::Segment { .. } => {
+                let mut rec = self.read_record(hash, &loc)?;
+                rec.drain(..record::header_len(loc.stored_len));
                 rec
             }
         };
@@ -214,6 +204,25 @@ impl ChunkStore {
         codec::decode(loc.codec, stored, loc.raw_len as usize)
             .map(Arc::new)
             .map_err(|e| damaged(hash, loc, &e.to_string()))
+    }
+
+    /// The whole record of a segment chunk (header, block table, payload),
+    /// its header and every block checked.
+    pub fn read_record(&self, hash: &Hash, loc: &ChunkLocation) -> Result<Vec<u8>> {
+        let ChunkPlace::Segment {
+            segment, offset, ..
+        } = loc.place
+        else {
+            unreachable!("only segment chunks have records")
+        };
+        let mut rec = vec![0u8; record::record_len(loc.stored_len) as usize];
+        self.segments.read_at(segment, offset, &mut rec)?;
+        let hlen = record::header_len(loc.stored_len);
+        self.check_header(hash, loc, &rec[..hlen])?;
+        if let Err(b) = record::verify_blocks(&rec[record::FIXED_HEADER..hlen], 0, &rec[hlen..]) {
+            return Err(damaged(hash, loc, &format!("block {b} checksum mismatch")));
+        }
+        Ok(rec)
     }
 
     fn read_header(&self, hash: &Hash, loc: &ChunkLocation) -> Result<Vec<u8>> {
@@ -256,19 +265,9 @@ impl ChunkStore {
     pub fn verify(&self, hash: &Hash, loc: &ChunkLocation, rehash: bool) -> Result<()> {
         let stored = match &loc.place {
             ChunkPlace::Inline(bytes) => bytes.clone(),
-            ChunkPlace::Segment {
-                segment, offset, ..
-            } => {
-                let mut rec = vec![0u8; record::record_len(loc.stored_len) as usize];
-                self.segments.read_at(*segment, *offset, &mut rec)?;
-                let hlen = record::header_len(loc.stored_len);
-                self.check_header(hash, loc, &rec[..hlen])?;
-                if let Err(b) =
-                    record::verify_blocks(&rec[record::FIXED_HEADER..hlen], 0, &rec[hlen..])
-                {
-                    return Err(damaged(hash, loc, &format!("block {b} checksum mismatch")));
-                }
-                rec.drain(..hlen);
+            ChunkPlace::Segment { .. } => {
+                let mut rec = self.read_record(hash, loc)?;
+                rec.drain(..record::header_len(loc.stored_len));
                 rec
             }
         };

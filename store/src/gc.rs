@@ -132,24 +132,19 @@ impl Pool {
             for group in moving.chunks(256) {
                 let mut batch = Batch::default();
                 for (hash, loc) in group {
-                    let ChunkPlace::Segment {
-                        segment, offset, ..
-                    } = loc.place
-                    else {
+                    let ChunkPlace::Segment { segment, .. } = loc.place else {
                         continue;
                     };
                     // A damaged record is not spread further: it stays, and so does
                     // its segment, for fsck to name.
-                    match self.inner.chunks.verify(hash, loc, false) {
-                        Ok(()) => {}
+                    let rec = match self.inner.chunks.read_record(hash, loc) {
+                        Ok(rec) => rec,
                         Err(StoreError::Damaged(_) | StoreError::Corrupt(_)) => {
                             keep.insert(segment);
                             continue;
                         }
                         Err(e) => return Err(e),
-                    }
-                    let mut rec = vec![0u8; record::record_len(loc.stored_len) as usize];
-                    segments.read_at(segment, offset, &mut rec)?;
+                    };
                     let hlen = record::header_len(loc.stored_len);
                     let (new_segment, new_offset) = segments.append(&rec[..hlen], &rec[hlen..])?;
                     let mut moved = loc.clone();
