@@ -2,7 +2,7 @@
 //! range reads, and a small cache of decoded compressed chunks.
 
 use crate::codec;
-use crate::engine::{Batch, Engine};
+use crate::engine::Engine;
 use crate::error::{Result, StoreError};
 use crate::keys::{Cf, Hash};
 use crate::records::{ChunkLocation, ChunkPlace, SEGMENT_LOCATION_LEN};
@@ -11,6 +11,7 @@ use crate::types::Compression;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Chunks that store in at most this many bytes live in the index itself:
@@ -36,6 +37,7 @@ pub struct ChunkStore {
     /// For raw segment chunks: the index entry followed by the verified record
     /// header and block table, so a small read costs one `pread` of its blocks.
     headers: ChunkCache,
+    epoch: AtomicU64,
 }
 
 fn damaged(hash: &Hash, loc: &ChunkLocation, what: &str) -> StoreError {
@@ -56,39 +58,38 @@ impl ChunkStore {
             segments: SegmentLog::open(dir)?,
             cache: ChunkCache::new(CACHE_BUDGET),
             headers: ChunkCache::new(HEADER_BUDGET),
+            epoch: AtomicU64::new(0),
         })
     }
 
-    /// Adds `data` (keyed by `hash`) unless the pool already holds it; returns
-    /// whether bytes went to a segment, which must then be made durable
-    /// ([`SegmentLog::make_durable`]) before the batch commits. The caller holds
-    /// the pool gate shared, so an existing chunk cannot be collected or moved
-    /// before the batch that references it commits.
-    pub fn put(
+    /// Stores `data` (keyed by `hash`) unless the pool's index already has it,
+    /// and returns the index entry to commit for it (`None` when the pool has
+    /// it). Bytes that went to a segment must be made durable
+    /// ([`SegmentLog::make_durable`]) before that entry commits. The caller
+    /// holds the pool gate shared and notes [`ChunkStore::epoch`]: while it is
+    /// unchanged, no GC pass has dropped the chunk found or moved the record
+    /// appended.
+    pub fn store(
         &self,
         engine: &dyn Engine,
-        batch: &mut Batch,
         hash: &Hash,
         data: &[u8],
         compression: Compression,
-    ) -> Result<bool> {
+    ) -> Result<Option<Vec<u8>>> {
         if engine.get(Cf::ChunkIndex, hash)?.is_some() {
-            return Ok(false);
+            return Ok(None);
         }
         let (codec, stored) = codec::encode(data, compression);
-        let (place, appended) = if stored.len() <= INLINE_MAX {
-            (ChunkPlace::Inline(stored.to_vec()), false)
+        let place = if stored.len() <= INLINE_MAX {
+            ChunkPlace::Inline(stored.to_vec())
         } else {
             let (header, crc) = record::encode_header(hash, codec, data.len() as u32, &stored);
             let (segment, offset) = self.segments.append(&header, &stored)?;
-            (
-                ChunkPlace::Segment {
-                    segment,
-                    offset,
-                    crc,
-                },
-                true,
-            )
+            ChunkPlace::Segment {
+                segment,
+                offset,
+                crc,
+            }
         };
         let loc = ChunkLocation {
             raw_len: data.len() as u32,
@@ -96,8 +97,18 @@ impl ChunkStore {
             codec,
             place,
         };
-        batch.put(Cf::ChunkIndex, hash.to_vec(), loc.encode());
-        Ok(appended)
+        Ok(Some(loc.encode()))
+    }
+
+    /// Counts GC passes: a chunk stored or found under one epoch may be committed
+    /// by reference only while the epoch is unchanged.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Called by GC and fsck with the pool gate held exclusively.
+    pub fn next_epoch(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
     pub fn location(&self, engine: &dyn Engine, hash: &Hash) -> Result<ChunkLocation> {

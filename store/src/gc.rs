@@ -32,6 +32,8 @@ impl Pool {
     pub fn gc_with_progress(&self, progress: &mut Progress) -> Result<GcReport> {
         self.sync()?;
         let _gate = self.inner.gate.write();
+        // Chunks sealed before this pass are stored again at their commit.
+        self.inner.chunks.next_epoch();
         let engine = self.engine();
         let chunks = &self.inner.chunks;
         let disk_before: u64 = chunks.segments.segments()?.iter().map(|s| s.1).sum();

@@ -7,20 +7,22 @@ use crate::keys::{self, Cf};
 use crate::records::{self, ChunkLocation, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
 use crate::types::*;
 use crate::volume::{Volume, VolumeInner};
+use crate::writeback::Workers;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 /// The on-disk format this build reads and writes: 2 keeps chunk bodies in
 /// segment files (1 kept them in RocksDB's BlobDB).
 pub const FORMAT_VERSION: u32 = 2;
-/// Dirty chunk bytes a pool buffers before flushing volumes.
-pub const DIRTY_BUDGET: u64 = 1 << 30;
+/// Chunk bytes a pool buffers in memory (written but not committed) before
+/// writers wait for files to be committed.
+pub const DIRTY_BUDGET: u64 = 128 << 20;
 
 /// A handle on an open pool. Cheap to clone.
 #[derive(Clone)]
@@ -30,19 +32,27 @@ pub struct Pool {
 
 pub(crate) struct PoolInner {
     pub dir: PathBuf,
-    pub engine: Box<dyn Engine>,
+    pub engine: Arc<dyn Engine>,
     /// Held shared by every commit that adds chunk references, exclusively by GC.
-    pub gate: RwLock<()>,
+    pub gate: Arc<RwLock<()>>,
     /// Serializes volume creation, deletion and renames of volume records.
     pub catalog: Mutex<()>,
     pub open: Mutex<HashMap<u64, Weak<VolumeInner>>>,
-    pub chunks: ChunkStore,
+    pub chunks: Arc<ChunkStore>,
+    /// Bytes of file data buffered in memory by every volume of the pool.
     pub dirty_bytes: AtomicU64,
+    /// [`DIRTY_BUDGET`] unless [`Pool::set_dirty_budget`] changed it.
+    pub dirty_budget: AtomicU64,
+    /// Held by the one writer that commits files to bring the buffers under
+    /// [`DIRTY_BUDGET`]; the others wait for it.
+    pub relieving: Mutex<()>,
+    pub workers: Workers,
     _lock: File,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        self.workers.stop();
         let _ = self.engine.flush_memtables();
     }
 }
@@ -177,12 +187,15 @@ impl Pool {
         let pool = Pool {
             inner: Arc::new(PoolInner {
                 dir: dir.to_path_buf(),
-                engine: Box::new(engine),
-                gate: RwLock::new(()),
+                engine: Arc::new(engine),
+                gate: Arc::new(RwLock::new(())),
                 catalog: Mutex::new(()),
                 open: Mutex::new(HashMap::new()),
-                chunks,
+                chunks: Arc::new(chunks),
                 dirty_bytes: AtomicU64::new(0),
+                dirty_budget: AtomicU64::new(DIRTY_BUDGET),
+                relieving: Mutex::new(()),
+                workers: Workers::start(),
                 _lock: lock,
             }),
         };
@@ -408,19 +421,52 @@ impl Pool {
         Ok(Volume { inner })
     }
 
-    /// Flushes every open volume and makes all acknowledged writes durable.
-    pub fn sync(&self) -> Result<()> {
-        let open: Vec<Arc<VolumeInner>> = self
-            .inner
+    fn open_volumes(&self) -> Vec<Arc<VolumeInner>> {
+        self.inner
             .open
             .lock()
             .values()
             .filter_map(|w| w.upgrade())
-            .collect();
-        for v in open {
+            .collect()
+    }
+
+    /// Flushes every open volume and makes all acknowledged writes durable.
+    pub fn sync(&self) -> Result<()> {
+        for v in self.open_volumes() {
             v.flush_all()?;
         }
         self.engine().sync()
+    }
+
+    /// Sets how many bytes of written, not yet committed file data the pool
+    /// buffers in memory before writers wait for commits (default [`DIRTY_BUDGET`]).
+    pub fn set_dirty_budget(&self, bytes: u64) {
+        self.inner.dirty_budget.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Bytes of file data buffered in memory, written but not yet committed.
+    pub fn dirty_bytes(&self) -> u64 {
+        self.inner.dirty_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Back-pressure: when the pool buffers more than its dirty budget, one
+    /// writer commits the open volumes' files while the others wait for it.
+    pub(crate) fn relieve(&self) -> Result<()> {
+        let over = || {
+            self.inner.dirty_bytes.load(Ordering::Relaxed)
+                > self.inner.dirty_budget.load(Ordering::Relaxed)
+        };
+        if !over() {
+            return Ok(());
+        }
+        let _one = self.inner.relieving.lock();
+        if !over() {
+            return Ok(());
+        }
+        for v in self.open_volumes() {
+            v.flush_all()?;
+        }
+        Ok(())
     }
 
     pub fn usage(&self) -> Result<PoolUsage> {
@@ -490,6 +536,8 @@ impl Pool {
     ) -> Result<FsckReport> {
         self.sync()?;
         let _gate = self.inner.gate.write();
+        // Chunks sealed before this pass are stored again at their commit.
+        self.inner.chunks.next_epoch();
         let mut report = FsckReport::default();
         let engine = self.engine();
         let mut counted: HashMap<keys::Hash, i64> = HashMap::new();

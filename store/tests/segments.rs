@@ -40,11 +40,15 @@ fn pool_with_file(data: &[u8]) -> (tempfile::TempDir, Ino) {
 fn a_flipped_byte_fails_that_block_with_eio_and_fsck_names_it() {
     let data = noise(11, 2 * MIB as usize);
     let (dir, ino) = pool_with_file(&data);
-    // The first chunk's record starts right after the 16-byte segment header; its
-    // header and block table take 52 + 4 * 256 bytes. Flip a byte 10 KiB into its
-    // payload: block 2 of chunk 0.
+    // Flip a byte 10 KiB into the payload of chunk 0 (block 2). Chunks are sealed
+    // by parallel workers, so find its payload by content, not by position.
     let seg = &segment_files(dir.path())[0];
-    let at = 16 + 52 + 4 * 256 + 10 * 1024;
+    let bytes = std::fs::read(seg).unwrap();
+    let payload = bytes
+        .windows(64)
+        .position(|w| w == &data[..64])
+        .expect("chunk 0's payload is in the segment") as u64;
+    let at = payload + 10 * 1024;
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)

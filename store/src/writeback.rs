@@ -1,0 +1,192 @@
+//! The write-back pipeline: turning a file's full chunk buffers into stored
+//! chunks on worker threads while the writer goes on.
+//!
+//! Sealing a chunk means hashing it, finding it in the chunk index (dedup) or
+//! storing it (compressed when that pays, appended to the active segment or
+//! kept inline), all under the pool gate shared. The result waits in the file's
+//! buffer until the file commits: the chunk map, reference counts, index entry
+//! and inode go to RocksDB in one batch, after the segment bytes are made
+//! durable. The workers know chunk stores and buffers, not volumes or inodes.
+
+use crate::chunks::{self, ChunkStore};
+use crate::engine::Engine;
+use crate::error::Result;
+use crate::keys::Hash;
+use crate::types::Compression;
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::BTreeMap;
+use std::sync::mpsc::{channel, Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// A chunk after sealing.
+#[derive(Clone, Debug)]
+pub(crate) enum Sealed {
+    /// All zeros: the file's chunk becomes a hole.
+    Hole,
+    Chunk {
+        hash: Hash,
+        /// The index entry to commit when this seal stored the chunk; `None`
+        /// when the pool already had it.
+        index: Option<Vec<u8>>,
+        /// [`ChunkStore::epoch`] when it was stored or found.
+        epoch: u64,
+    },
+}
+
+/// Seals `data`. The caller commits the result while the chunk store's epoch
+/// is unchanged, or seals again.
+pub(crate) fn seal(
+    store: &ChunkStore,
+    engine: &dyn Engine,
+    gate: &RwLock<()>,
+    data: &[u8],
+    compression: Compression,
+) -> Result<Sealed> {
+    if data.iter().all(|&b| b == 0) {
+        return Ok(Sealed::Hole);
+    }
+    let hash = chunks::hash(data);
+    let _gate = gate.read_recursive();
+    let epoch = store.epoch();
+    let index = store.store(engine, &hash, data, compression)?;
+    Ok(Sealed::Chunk { hash, index, epoch })
+}
+
+/// One chunk of a file's buffer.
+pub(crate) enum Buffered {
+    /// Being written. `sequential`: filled from its start by appends only, so
+    /// once full it is handed to the workers (a chunk rewritten in place waits
+    /// for the file's commit instead of being hashed after every write).
+    Dirty { data: Vec<u8>, sequential: bool },
+    /// Handed to a worker as job `job`.
+    Sealing { data: Arc<Vec<u8>>, job: u64 },
+    /// Sealed; waits for the file's commit.
+    Sealed { data: Arc<Vec<u8>>, sealed: Sealed },
+}
+
+impl Buffered {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Buffered::Dirty { data, .. } => data,
+            Buffered::Sealing { data, .. } | Buffered::Sealed { data, .. } => data,
+        }
+    }
+
+    /// The bytes as a buffer to modify (copied only if a worker still has them).
+    pub fn into_dirty(self) -> Vec<u8> {
+        match self {
+            Buffered::Dirty { data, .. } => data,
+            Buffered::Sealing { data, .. } | Buffered::Sealed { data, .. } => {
+                Arc::try_unwrap(data).unwrap_or_else(|shared| shared.to_vec())
+            }
+        }
+    }
+}
+
+/// The buffered state of one file. Lives in its volume's file table while the
+/// file has buffered chunks or an operation holds it.
+pub(crate) struct FileState<T> {
+    /// Removed from the table: whoever waited for the lock looks again.
+    pub dead: bool,
+    /// The volume's record of the file (the inode), newest first.
+    pub meta: T,
+    pub chunks: BTreeMap<u64, Buffered>,
+    /// Jobs handed to workers that have not come back.
+    pub sealing: usize,
+    pub next_job: u64,
+}
+
+pub(crate) struct FileSlot<T> {
+    pub state: Arc<Mutex<FileState<T>>>,
+    /// Signalled when a job of this file comes back.
+    pub returned: Condvar,
+}
+
+impl<T> FileSlot<T> {
+    pub fn new(meta: T) -> Arc<FileSlot<T>> {
+        Arc::new(FileSlot {
+            state: Arc::new(Mutex::new(FileState {
+                dead: false,
+                meta,
+                chunks: BTreeMap::new(),
+                sealing: 0,
+                next_job: 0,
+            })),
+            returned: Condvar::new(),
+        })
+    }
+}
+
+type Task = Box<dyn FnOnce() + Send>;
+
+/// Worker threads that seal chunks; they stop when the pipeline drops.
+pub(crate) struct Workers {
+    tx: Mutex<Option<Sender<Task>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Sealing is CPU work (BLAKE3, compression) plus a buffered append: one
+/// thread per core, at least two so one blocked append does not stall all.
+fn worker_count() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(2, 8)
+}
+
+impl Workers {
+    pub fn start() -> Workers {
+        let (tx, rx) = channel::<Task>();
+        let rx = Arc::new(Mutex::new(rx));
+        let threads = (0..worker_count())
+            .map(|i| {
+                let rx = rx.clone();
+                std::thread::Builder::new()
+                    .name(format!("tessera-seal-{i}"))
+                    .spawn(move || run(&rx))
+                    .expect("spawn a write-back worker")
+            })
+            .collect();
+        Workers {
+            tx: Mutex::new(Some(tx)),
+            threads: Mutex::new(threads),
+        }
+    }
+
+    /// Runs `task` on a worker; without workers (shutting down) runs it here.
+    pub fn submit(&self, task: Task) {
+        let task = match &*self.tx.lock() {
+            Some(tx) => match tx.send(task) {
+                Ok(()) => return,
+                Err(e) => e.0,
+            },
+            None => task,
+        };
+        task()
+    }
+
+    /// Lets the workers finish what was submitted, then joins them.
+    pub fn stop(&self) {
+        self.tx.lock().take();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run(rx: &Mutex<Receiver<Task>>) {
+    loop {
+        let task = rx.lock().recv();
+        match task {
+            Ok(task) => task(),
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
