@@ -42,40 +42,40 @@
 //! that stayed put while others came and went.
 //!
 //! ## A chunk's life
-Files are cut into fixed-size chunks aligned to file offsets (1 MiB by
-default, 64 KiB–4 MiB per volume). A write is copied once, into the file's
-**chunk buffer** in memory (a 4 KiB write is a memcpy, not a 1 MiB rewrite;
-a partial write into a stored chunk reads that chunk once). A chunk filled
-by a sequential stream is handed to the pool's **write-back workers** as
-soon as it is full; the others wait for the file's commit. **Sealing** a
-chunk hashes it with BLAKE3; an all-zero chunk becomes a hole (no key);
-otherwise, unless the pool already has it, it is compressed (lz4, zstd or
-none; compression is kept only if it saves at least an eighth) and appended
-to the active segment (or kept inline). A sealed chunk stays readable in the
-buffer until the file **commits**: on flush, fsync, release, truncate, and
-when the pool buffers more than its dirty budget (128 MiB by default;
-writers past it wait while one of them commits the open files). A commit
-seals what is left, makes the segment bytes durable, and writes one batch:
-the file's chunk map entries, the new index entries, reference counts (+1,
-and −1 for the replaced chunks) and the inode. Chunks at zero references
-are dropped only by [`Pool::gc`], which holds the pool gate exclusively and
-starts a new chunk-store epoch; every seal and commit holds the gate shared,
-and a commit seals again a chunk sealed in an earlier epoch, so GC never
-races a new reference. GC then gives disk space back: it deletes sealed
-segments without a live record, and copies the live records of segments
-less than half live into the active segment (synced before the index is
-repointed, and the index committed before the old file is deleted).
-
-## Concurrency
-No lock covers a whole volume on the data path. A file with buffered data,
-or one an operation is changing, has a slot with its own lock and the
-newest copy of its inode record; reads, writes and flushes of different
-files run in parallel, and a read waits only for its own file's commit.
-Namespace changes also take the volume's namespace lock. Lookups, getattr
-and readdir take no lock beyond the file's slot. Only a snapshot or clone
-stops the volume while it copies.
-
-## An inode's life
+//! Files are cut into fixed-size chunks aligned to file offsets (1 MiB by
+//! default, 64 KiB–4 MiB per volume). A write is copied once, into the file's
+//! **chunk buffer** in memory (a 4 KiB write is a memcpy, not a 1 MiB rewrite;
+//! a partial write into a stored chunk reads that chunk once). A chunk filled
+//! by a sequential stream is handed to the pool's **write-back workers** as
+//! soon as it is full; the others wait for the file's commit. **Sealing** a
+//! chunk hashes it with BLAKE3; an all-zero chunk becomes a hole (no key);
+//! otherwise, unless the pool already has it, it is compressed (lz4, zstd or
+//! none; compression is kept only if it saves at least an eighth) and appended
+//! to the active segment (or kept inline). A sealed chunk stays readable in the
+//! buffer until the file **commits**: on flush, fsync, release, truncate, and
+//! when the pool buffers more than its dirty budget (128 MiB by default;
+//! writers past it wait while one of them commits the open files). A commit
+//! seals what is left, makes the segment bytes durable, and writes one batch:
+//! the file's chunk map entries, the new index entries, reference counts (+1,
+//! and −1 for the replaced chunks) and the inode. Chunks at zero references
+//! are dropped only by [`Pool::gc`], which holds the pool gate exclusively and
+//! starts a new chunk-store epoch; every seal and commit holds the gate shared,
+//! and a commit seals again a chunk sealed in an earlier epoch, so GC never
+//! races a new reference. GC then gives disk space back: it deletes sealed
+//! segments without a live record, and copies the live records of segments
+//! less than half live into the active segment (synced before the index is
+//! repointed, and the index committed before the old file is deleted).
+//!
+//! ## Concurrency
+//! No lock covers a whole volume on the data path. A file with buffered data,
+//! or one an operation is changing, has a slot with its own lock and the
+//! newest copy of its inode record; reads, writes and flushes of different
+//! files run in parallel, and a read waits only for its own file's commit.
+//! Namespace changes also take the volume's namespace lock. Lookups, getattr
+//! and readdir take no lock beyond the file's slot. Only a snapshot or clone
+//! stops the volume while it copies.
+//!
+//! ## An inode's life
 //! An inode lives while it has a link, an open handle ([`Volume::open`]) or a hold
 //! ([`InodeHolds`]: a mount's kernel inode cache holds every inode it was told about
 //! until it forgets it). Removing the last link of a referenced inode makes it an
