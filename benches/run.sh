@@ -12,7 +12,7 @@ ROOT=$PWD
 usage() {
     cat <<'EOF'
 Usage: bash benches/run.sh [--quick | --full] [--out DIR] [--tessera BIN] [--bindfs] [--no-juicefs]
-                           [--jobs LIST]
+                           [--jobs LIST] [--chunk-size SIZE] [--threads N]
 
 Runs the benchmark suite on a fresh Tessera volume, on a plain directory of the same
 disk (native, under /var/tmp) and on a JuiceFS mount (SQLite metadata, local file
@@ -45,6 +45,8 @@ Options:
   --no-juicefs    do not install, mount or measure JuiceFS
   --jobs LIST     run only these jobs, comma-separated: fio,metadata,pgbench,snapshot,dedup
                   (e.g. --jobs pgbench); the report judges only the targets of those jobs
+  --chunk-size SIZE  chunk size of the Tessera volumes (default: tessera's own default)
+  --threads N     FUSE threads of the Tessera mounts (default: tessera's own default)
   -h, --help      show this text
 
 Run it as root: it mounts filesystems, drops the page cache between jobs
@@ -90,6 +92,7 @@ set_jobs() { # comma-separated list
     done
     [ -n "$JOBS" ] || usage_error "--jobs needs at least one of ${ALL_JOBS// /,}"
 }
+TESSERA_MOUNT_ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --quick) MODE=quick ;;
@@ -114,6 +117,16 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --jobs=*) set_jobs "${1#--jobs=}" ;;
+    --chunk-size)
+        { [ $# -ge 2 ] && [ -n "$2" ]; } || usage_error "--chunk-size needs a size, e.g. 256KiB"
+        TESSERA_MOUNT_ARGS+=(--chunk-size "$2")
+        shift
+        ;;
+    --threads)
+        { [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]]; } || usage_error "--threads needs a number"
+        TESSERA_MOUNT_ARGS+=(--threads "$2")
+        shift
+        ;;
     -h | --help)
         usage
         exit 0
@@ -447,7 +460,7 @@ tessera_start() {
     mkdir -p "$data" "$mnt"
     # setsid: its own session, so a Ctrl-C on the terminal reaches the runner (whose trap
     # stops the mount) and not the server, which would unmount under a running job.
-    setsid "$TESSERA" --data-dir "$data" mount --create --size 64GiB "$vol" "$mnt" 2>>"$OUT/logs/tessera-$label.log" &
+    setsid "$TESSERA" --data-dir "$data" mount --create --size 64GiB ${TESSERA_MOUNT_ARGS[@]+"${TESSERA_MOUNT_ARGS[@]}"} "$vol" "$mnt" 2>>"$OUT/logs/tessera-$label.log" &
     TPID=$!
     TESSERA_PIDS+=("$TPID")
     for i in $(seq 600); do

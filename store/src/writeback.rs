@@ -91,6 +91,9 @@ pub(crate) struct FileState<T> {
     pub dead: bool,
     /// The volume's record of the file (the inode), newest first.
     pub meta: T,
+    /// The space the committed record charges (its `alloc`): commits persist the
+    /// volume's usage as the sum of these, so it matches the files after a crash.
+    pub committed_alloc: u64,
     pub chunks: BTreeMap<u64, Buffered>,
     /// Jobs handed to workers that have not come back.
     pub sealing: usize,
@@ -104,11 +107,12 @@ pub(crate) struct FileSlot<T> {
 }
 
 impl<T> FileSlot<T> {
-    pub fn new(meta: T) -> Arc<FileSlot<T>> {
+    pub fn new(meta: T, committed_alloc: u64) -> Arc<FileSlot<T>> {
         Arc::new(FileSlot {
             state: Arc::new(Mutex::new(FileState {
                 dead: false,
                 meta,
+                committed_alloc,
                 chunks: BTreeMap::new(),
                 sealing: 0,
                 next_job: 0,

@@ -1,6 +1,7 @@
-//! Crash test: a child process writes and fsyncs in a loop and is killed with
-//! SIGKILL at random points. After each reopen every acknowledged write reads
-//! back exactly and fsck finds no dangling reference.
+//! Crash test: a child process writes and fsyncs across several files and
+//! many chunks in a loop and is killed with SIGKILL at random points. After
+//! each reopen every acknowledged write reads back exactly, no chunk of an
+//! unacknowledged append is half there, and fsck is clean.
 
 mod common;
 use common::*;
@@ -12,9 +13,26 @@ use tessera_store::*;
 
 const RECORD: usize = 40_000;
 const ROUNDS: usize = 40;
+const LOGS: u64 = 3;
+const CHUNK: usize = 64 << 10;
+/// Every few steps one of the stream files grows by this much, in 128 KiB
+/// writes: whole chunks that the write-back workers seal while the writer goes on.
+const STREAM: usize = 4 * CHUNK;
+const STREAM_EVERY: u64 = 4;
 
 fn record(i: u64) -> Vec<u8> {
     noise(i * 31 + 1, RECORD)
+}
+
+fn stream(i: u64) -> Vec<u8> {
+    noise(i * 77 + 5, STREAM)
+}
+
+fn file(v: &Volume, n: &str) -> Ino {
+    match v.lookup(ROOT_INO, name(n)) {
+        Ok(a) => a.ino,
+        Err(_) => create(v, ROOT_INO, n).ino,
+    }
 }
 
 /// Runs only as the child of `kill_nine_loses_nothing_synced`.
@@ -30,20 +48,14 @@ fn crash_child() {
         pool.create_volume("c", opts(1 << 40, 64 << 10)).unwrap();
     }
     let v = pool.open_volume("c").unwrap();
-    let log = match v.lookup(ROOT_INO, name("log")) {
-        Ok(a) => a.ino,
-        Err(_) => create(&v, ROOT_INO, "log").ino,
-    };
-    let scratch = match v.lookup(ROOT_INO, name("scratch")) {
-        Ok(a) => a.ino,
-        Err(_) => create(&v, ROOT_INO, "scratch").ino,
-    };
+    let scratch = file(&v, "scratch");
     let mut acked = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("acked"))
         .unwrap();
-    let mut i = v.getattr(log).unwrap().size / RECORD as u64;
+    let acked_so_far = std::fs::read_to_string(dir.join("acked")).unwrap_or_default();
+    let mut i = parse_acked(&acked_so_far).map_or(0, |l| l + 1);
     loop {
         // Unsynced churn: overwrites, truncates and unlinks that may be cut off.
         write_all(&v, scratch, (i % 7) * 50_000, &noise(i, 90_000));
@@ -63,14 +75,88 @@ fn crash_child() {
         write_all(&v, tmp.ino, 0, &noise(i + 9, 70_000));
         v.flush(tmp.ino).unwrap();
         v.unlink(ROOT_INO, name(&format!("tmp{i}"))).unwrap();
-        // The acknowledged write.
-        write_all(&v, log, i * RECORD as u64, &record(i));
+        // The acknowledged writes: a record in one of the logs and an append to one
+        // of the streams, both fsync'ed before the step counts.
+        let log = file(&v, &format!("log{}", i % LOGS));
+        write_all(&v, log, i / LOGS * RECORD as u64, &record(i));
+        if i.is_multiple_of(STREAM_EVERY) {
+            let j = i / STREAM_EVERY;
+            let s = file(&v, &format!("stream{}", j % LOGS));
+            for (k, part) in stream(j).chunks(128 << 10).enumerate() {
+                let off = (j / LOGS) as usize * STREAM + k * (128 << 10);
+                write_all(&v, s, off as u64, part);
+            }
+            v.fsync(s).unwrap();
+        }
         v.fsync(log).unwrap();
         // One write(2) per line: `writeln!` writes the number and the newline separately,
         // and a kill between the two glued two numbers into one line.
         acked.write_all(format!("{i}\n").as_bytes()).unwrap();
         acked.sync_data().unwrap();
         i += 1;
+    }
+}
+
+/// The last step the child acknowledged: whole lines only (it may be killed
+/// in the middle of one).
+fn parse_acked(acked: &str) -> Option<u64> {
+    acked
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n')?.parse().ok())
+        .max()
+}
+
+/// Every acknowledged step reads back; past them, each chunk of a stream is
+/// either all there or not at all.
+fn check(v: &Volume, last: Option<u64>, round: usize) {
+    let steps = last.map_or(0, |l| l + 1);
+    let logs: Vec<Vec<u8>> = (0..LOGS.min(steps))
+        .map(|n| {
+            let log = v.lookup(ROOT_INO, name(&format!("log{n}"))).unwrap().ino;
+            read_all(v, log)
+        })
+        .collect();
+    for i in 0..steps {
+        let at = (i / LOGS) as usize * RECORD;
+        let log = &logs[(i % LOGS) as usize];
+        assert!(
+            log.get(at..at + RECORD) == Some(&record(i)[..]),
+            "round {round}: record {i} of {steps} acknowledged but damaged"
+        );
+    }
+    // Append j went to stream j % LOGS at (j / LOGS) * STREAM, in step j * STREAM_EVERY.
+    let appends = steps.div_ceil(STREAM_EVERY);
+    for n in 0..LOGS {
+        let Ok(a) = v.lookup(ROOT_INO, name(&format!("stream{n}"))) else {
+            assert!(appends <= n, "round {round}: stream{n} is missing");
+            continue;
+        };
+        let data = read_all(v, a.ino);
+        let mut j = n;
+        while (j / LOGS) as usize * STREAM < data.len() {
+            let at = (j / LOGS) as usize * STREAM;
+            let got = &data[at..(at + STREAM).min(data.len())];
+            let want = stream(j);
+            if j < appends {
+                assert!(
+                    got == want,
+                    "round {round}: stream{n} append {j} acknowledged but damaged"
+                );
+            } else {
+                for (c, part) in got.chunks(CHUNK).enumerate() {
+                    let want = &want[c * CHUNK..c * CHUNK + part.len()];
+                    assert!(
+                        part == want || part.iter().all(|&b| b == 0),
+                        "round {round}: stream{n} append {j} chunk {c} is half written"
+                    );
+                }
+            }
+            j += LOGS;
+        }
+        assert!(
+            data.len() >= (appends.saturating_sub(n).div_ceil(LOGS)) as usize * STREAM,
+            "round {round}: stream{n} is shorter than its acknowledged appends"
+        );
     }
 }
 
@@ -104,34 +190,14 @@ fn kill_nine_loses_nothing_synced() {
         child.wait().unwrap();
 
         let acked = std::fs::read_to_string(dir.path().join("acked")).unwrap_or_default();
-        // Only whole lines count: the child may be killed in the middle of one.
-        let last: Option<u64> = acked
-            .split_inclusive('\n')
-            .filter_map(|l| l.strip_suffix('\n')?.parse().ok())
-            .max();
+        let last = parse_acked(&acked);
         let pool = Pool::open(&dir.path().join("pool")).unwrap();
-        if let Some(last) = last {
+        if pool.volume_info("c").is_ok() {
             let v = pool.open_volume("c").unwrap();
-            let log = v.lookup(ROOT_INO, name("log")).unwrap().ino;
-            for i in 0..=last {
-                let got = v.read(log, i * RECORD as u64, RECORD as u32).unwrap();
-                assert!(
-                    got == record(i),
-                    "round {round}: record {i} of {last} acknowledged but damaged"
-                );
-            }
+            check(&v, last, round);
         }
         let report = pool.fsck(false).unwrap();
-        assert_eq!(
-            report.dangling_refs, 0,
-            "round {round}: {:?}",
-            report.problems
-        );
-        assert_eq!(
-            report.dangling_entries, 0,
-            "round {round}: {:?}",
-            report.problems
-        );
+        assert!(report.is_clean(), "round {round}: {report:?}");
     }
     let acked = std::fs::read_to_string(dir.path().join("acked")).unwrap();
     assert!(acked.lines().count() > ROUNDS, "the child made progress");

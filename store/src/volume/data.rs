@@ -507,8 +507,7 @@ impl Volume {
                 let _gate = vol.pool.inner.gate.read_recursive();
                 st.meta.ctime = Timestamp::now();
                 let staged = vol.truncate(ino, st, end, &mut batch)?;
-                vol.commit(batch, staged.appended)?;
-                vol.settle(st, staged);
+                vol.commit_staged(st, batch, staged)?;
             }
             vol.retire(ino, st);
             Ok(())
@@ -523,6 +522,7 @@ impl Volume {
         let guard = slot.as_ref().map(|s| s.state.lock()).filter(|g| !g.dead);
         let empty = State {
             dead: false,
+            committed_alloc: 0,
             meta: match &guard {
                 Some(g) => g.meta.clone(),
                 None => vol.load_stored(ino)?,
@@ -652,7 +652,8 @@ impl Volume {
             inode.ctime = now;
             batch.put(Cf::Inodes, keys::pair(vol.id, dst), records::encode(&inode));
             vol.charge_used(charge);
-            vol.commit(batch, false)?;
+            vol.commit(batch, false, inode.alloc as i64 - st.committed_alloc as i64)?;
+            st.committed_alloc = inode.alloc;
             st.meta = inode;
             vol.retire(dst, st);
             Ok(true)

@@ -36,7 +36,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Largest file size; offsets beyond it get EFBIG.
@@ -62,6 +62,9 @@ pub(crate) struct VolumeInner {
     /// charge space and around each commit so the newest record is the one
     /// committed last.
     rec: Mutex<VolumeRecord>,
+    /// `used` as committed: the sum of the committed inodes' `alloc` (the record's
+    /// `used` also counts buffered writes). Changed only under `rec`.
+    committed_used: AtomicU64,
     /// Held shared by every operation, exclusively by a snapshot or clone.
     barrier: RwLock<()>,
     /// Held by namespace transactions ([`txn::Txn`]).
@@ -143,6 +146,7 @@ impl VolumeInner {
             compression: rec.compression,
             read_only: rec.read_only,
             pool,
+            committed_used: AtomicU64::new(rec.used),
             rec: Mutex::new(rec),
             barrier: RwLock::new(()),
             ns: Mutex::new(()),
@@ -168,9 +172,12 @@ impl VolumeInner {
     pub(crate) fn quiesce(&self) -> Result<Quiesced<'_>> {
         let barrier = self.barrier.write();
         self.flush_all()?;
+        let mut rec = self.record();
+        // What the copied inodes charge (equal to `used` once every file is committed).
+        rec.used = self.committed_used.load(Ordering::Relaxed);
         Ok(Quiesced {
             _barrier: barrier,
-            rec: self.record(),
+            rec,
         })
     }
 
@@ -193,7 +200,7 @@ impl VolumeInner {
             }
             rec.capacity = capacity;
         }
-        self.commit(Batch::default(), false)?;
+        self.commit(Batch::default(), false, 0)?;
         Ok(self.record())
     }
 
@@ -229,7 +236,8 @@ impl VolumeInner {
             Entry::Occupied(e) => Ok(e.get().clone()),
             Entry::Vacant(e) => {
                 let r = self.load_stored(ino)?;
-                Ok(e.insert(FileSlot::new(r)).clone())
+                let alloc = r.alloc;
+                Ok(e.insert(FileSlot::new(r, alloc)).clone())
             }
         }
     }
@@ -266,15 +274,28 @@ impl VolumeInner {
         }
     }
 
-    /// Commits `batch` with the volume record. With `appended` the batch
-    /// references segment bytes, which are made durable first.
-    fn commit(&self, mut batch: Batch, appended: bool) -> Result<()> {
+    /// Commits `batch` with the volume record, whose committed usage changes by
+    /// `used_delta` (the change of the `alloc` of the inodes in the batch). With
+    /// `appended` the batch references segment bytes, made durable first.
+    fn commit(&self, mut batch: Batch, appended: bool, used_delta: i64) -> Result<()> {
         if appended {
             self.pool.inner.chunks.segments.make_durable()?;
         }
         let rec = self.rec.lock();
-        batch.put(Cf::Volumes, keys::u64_key(self.id), records::encode(&*rec));
-        self.pool.engine().write(batch, false)
+        let used = self
+            .committed_used
+            .load(Ordering::Relaxed)
+            .saturating_add_signed(used_delta);
+        let mut stored = rec.clone();
+        stored.used = used;
+        batch.put(
+            Cf::Volumes,
+            keys::u64_key(self.id),
+            records::encode(&stored),
+        );
+        self.pool.engine().write(batch, false)?;
+        self.committed_used.store(used, Ordering::Relaxed);
+        Ok(())
     }
 
     fn attr(&self, ino: Ino, r: &InodeRecord) -> Attr {
@@ -421,16 +442,23 @@ impl VolumeInner {
         let freed: usize = st.chunks.values().map(|b| b.bytes().len()).sum();
         st.chunks.clear();
         self.account(-(freed as i64));
+        st.committed_alloc = staged.inode.alloc;
         st.meta = staged.inode;
+    }
+
+    /// Commits a staged file with `batch` and settles it.
+    fn commit_staged(&self, st: &mut State, batch: Batch, staged: Staged) -> Result<()> {
+        let delta = staged.inode.alloc as i64 - st.committed_alloc as i64;
+        self.commit(batch, staged.appended, delta)?;
+        self.settle(st, staged);
+        Ok(())
     }
 
     /// Stages, commits and settles the file in `st` in one batch with `batch`.
     fn commit_file(&self, ino: Ino, st: &mut State, mut batch: Batch) -> Result<()> {
         let _gate = self.pool.inner.gate.read_recursive();
         let staged = self.stage(ino, st, &mut batch)?;
-        self.commit(batch, staged.appended)?;
-        self.settle(st, staged);
-        Ok(())
+        self.commit_staged(st, batch, staged)
     }
 
     /// Commits a file's buffered data. Waits for the chunks already handed to

@@ -217,14 +217,20 @@ impl<'a> Txn<'a> {
 
     pub fn commit(mut self) -> Result<()> {
         let vol = self.vol;
+        let mut used_delta = 0i64;
         for (ino, r) in &self.touched {
-            if let Some(r) = r {
-                self.batch
-                    .put(Cf::Inodes, keys::pair(vol.id, *ino), records::encode(r));
+            let committed = self.held.get(ino).map_or(0, |st| st.committed_alloc) as i64;
+            match r {
+                Some(r) => {
+                    self.batch
+                        .put(Cf::Inodes, keys::pair(vol.id, *ino), records::encode(r));
+                    used_delta += r.alloc as i64 - committed;
+                }
+                None => used_delta -= committed,
             }
         }
         let appended = self.staged.iter().any(|(_, s)| s.appended);
-        vol.commit(std::mem::take(&mut self.batch), appended)?;
+        vol.commit(std::mem::take(&mut self.batch), appended, used_delta)?;
         for (ino, staged) in std::mem::take(&mut self.staged) {
             if let Some(st) = self.held.get_mut(&ino) {
                 vol.settle(st, staged);
@@ -234,6 +240,7 @@ impl<'a> Txn<'a> {
             match r {
                 Some(r) => {
                     if let Some(st) = self.held.get_mut(&ino) {
+                        st.committed_alloc = r.alloc;
                         st.meta = r;
                     }
                 }
