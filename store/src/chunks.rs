@@ -118,6 +118,23 @@ impl ChunkStore {
         ChunkLocation::decode(&raw)
     }
 
+    /// Starts reading a chunk's record into the page cache, for a read that is
+    /// about to need it. The caller holds the pool gate shared.
+    pub fn prefetch(&self, engine: &dyn Engine, hash: &Hash) -> Result<()> {
+        let loc = match self.headers.get(hash) {
+            Some(entry) => ChunkLocation::decode(&entry[..SEGMENT_LOCATION_LEN])?,
+            None => self.location(engine, hash)?,
+        };
+        if let ChunkPlace::Segment {
+            segment, offset, ..
+        } = loc.place
+        {
+            let len = record::header_len(loc.stored_len) as u64 + loc.stored_len as u64;
+            self.segments.prefetch(segment, offset, len);
+        }
+        Ok(())
+    }
+
     /// Copies bytes `[from, from + out.len())` of a chunk into `out`. A raw chunk
     /// in a segment reads only the 4 KiB blocks that cover the range.
     /// The caller holds the pool gate shared.

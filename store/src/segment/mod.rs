@@ -187,6 +187,22 @@ impl SegmentLog {
         })
     }
 
+    /// Asks the kernel to start reading `len` bytes at `offset` of segment `id`
+    /// into the page cache (`posix_fadvise(WILLNEED)`); a hint, so failures are ignored.
+    pub fn prefetch(&self, id: u64, offset: u64, len: u64) {
+        if let Ok(file) = self.file(id) {
+            // SAFETY: the fd is open for as long as `file` lives; fadvise only reads it.
+            unsafe {
+                libc::posix_fadvise(
+                    std::os::fd::AsRawFd::as_raw_fd(&*file),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_WILLNEED,
+                );
+            }
+        }
+    }
+
     pub fn active_id(&self) -> u64 {
         self.active.lock().id
     }

@@ -13,6 +13,14 @@ use std::sync::Arc;
 
 type Task = Box<dyn FnOnce() + Send>;
 
+/// Sequential readers tracked per volume (by inode hash).
+pub(super) const STREAMS: usize = 64;
+/// How far ahead of a sequential reader chunks are prefetched.
+const READAHEAD: u64 = 4 << 20;
+/// A read starting this close to where the file's last read ended continues it
+/// (the kernel sends readahead requests in parallel, not strictly in order).
+const STREAM_SLACK: u64 = 1 << 20;
+
 /// Parts of a read served from stored chunks: (chunk, chunk start, from, to).
 type Fetch = Vec<(ChunkRef, u64, u64, u64)>;
 
@@ -285,6 +293,41 @@ impl VolumeInner {
         self.stage(ino, st, batch)
     }
 
+    /// For a read of `[offset, end)` that continues a sequential reader, starts
+    /// reading the stored chunks up to [`READAHEAD`] ahead of it into the page
+    /// cache (each chunk once). Chunks written by parallel workers or by several files at once
+    /// are not in file order in the segments, so the kernel's readahead of the
+    /// segment file alone does not keep up. The caller holds the pool gate.
+    fn read_ahead(&self, ino: Ino, offset: u64, end: u64, size: u64) -> Result<()> {
+        let cs = self.chunk_size;
+        let (from, to) = {
+            let mut s = self.streams[(ino % STREAMS as u64) as usize].lock();
+            let sequential = s.0 == ino && offset.abs_diff(s.1) <= STREAM_SLACK;
+            if !sequential {
+                *s = (ino, end, 0);
+                return Ok(());
+            }
+            s.1 = s.1.max(end);
+            let k = (end - 1) / cs;
+            let last = (k + (READAHEAD / cs).max(1)).min(size.saturating_sub(1) / cs);
+            if last <= s.2.max(k) {
+                return Ok(());
+            }
+            let from = s.2.max(k) + 1;
+            s.2 = last;
+            (from, last)
+        };
+        for idx in from..=to {
+            if let Some(cref) = self.chunk_ref(ino, idx)? {
+                self.pool
+                    .inner
+                    .chunks
+                    .prefetch(self.pool.engine(), &cref.hash)?;
+            }
+        }
+        Ok(())
+    }
+
     /// What a read of `[offset, end)` gets from the buffers (copied into `out`)
     /// and which stored chunks it still needs.
     fn plan_read(
@@ -340,6 +383,8 @@ impl Volume {
             )?;
             // Taken before the slot goes, so no gc drops a chunk a commit replaces.
             let gate = vol.pool.inner.gate.read_recursive();
+            drop(guard);
+            vol.read_ahead(ino, offset, end, r.size)?;
             break (out, fetch, gate);
         };
         let mut out = out;

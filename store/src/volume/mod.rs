@@ -73,6 +73,9 @@ pub(crate) struct VolumeInner {
     files: DashMap<Ino, Arc<Slot>>,
     /// Open handles per inode ([`Volume::open`]).
     opens: Mutex<HashMap<Ino, u32>>,
+    /// Recent sequential readers, by inode hash: (inode, where its last read
+    /// ended, the last chunk prefetched).
+    streams: Box<[Mutex<(Ino, u64, u64)>]>,
     /// The counts of every live [`crate::InodeHolds`] of this volume.
     pub(crate) holders: RwLock<Vec<HoldCounts>>,
     /// Inodes whose last link went while this instance was open and that may still
@@ -152,6 +155,7 @@ impl VolumeInner {
             ns: Mutex::new(()),
             files: DashMap::new(),
             opens: Mutex::new(HashMap::new()),
+            streams: (0..data::STREAMS).map(|_| Mutex::new((0, 0, 0))).collect(),
             holders: RwLock::default(),
             unlinked: DashSet::new(),
         });
