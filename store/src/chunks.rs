@@ -6,7 +6,7 @@ use crate::engine::Engine;
 use crate::error::{Result, StoreError};
 use crate::keys::{Cf, Hash};
 use crate::records::{ChunkLocation, ChunkPlace, SEGMENT_LOCATION_LEN};
-use crate::segment::{record, SegmentLog};
+use crate::segment::{self, record, SegmentLog};
 use crate::types::Compression;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -53,9 +53,24 @@ fn damaged(hash: &Hash, loc: &ChunkLocation, what: &str) -> StoreError {
 }
 
 impl ChunkStore {
-    pub fn open(dir: &Path) -> Result<ChunkStore> {
+    /// Opens the segments in `dir`; `engine` holds the index, consulted before a
+    /// damaged tail of the active segment is cut (see [`SegmentLog::open_with`]).
+    pub fn open(dir: &Path, engine: &dyn Engine) -> Result<ChunkStore> {
+        let referenced = |segment: u64, from: u64| -> Result<bool> {
+            let mut found = false;
+            engine.scan(Cf::ChunkIndex, &[], &[0xff; 33], &mut |_, v| {
+                if let ChunkPlace::Segment {
+                    segment: s, offset, ..
+                } = ChunkLocation::decode(v)?.place
+                {
+                    found = s == segment && offset >= from;
+                }
+                Ok(!found)
+            })?;
+            Ok(found)
+        };
         Ok(ChunkStore {
-            segments: SegmentLog::open(dir)?,
+            segments: SegmentLog::open_with(dir, segment::SEGMENT_MAX, &referenced)?,
             cache: ChunkCache::new(CACHE_BUDGET),
             headers: ChunkCache::new(HEADER_BUDGET),
             epoch: AtomicU64::new(0),

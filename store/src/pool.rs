@@ -183,7 +183,7 @@ impl Pool {
                 engine.write(b, true)?;
             }
         }
-        let chunks = ChunkStore::open(&dir.join("segments"))?;
+        let chunks = ChunkStore::open(&dir.join("segments"), &engine)?;
         let pool = Pool {
             inner: Arc::new(PoolInner {
                 dir: dir.to_path_buf(),

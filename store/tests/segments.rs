@@ -39,7 +39,20 @@ fn pool_with_file(data: &[u8]) -> (tempfile::TempDir, Ino) {
 #[test]
 fn a_flipped_byte_fails_that_block_with_eio_and_fsck_names_it() {
     let data = noise(11, 2 * MIB as usize);
-    let (dir, ino) = pool_with_file(&data);
+    // Chunk 1 first, so chunk 0's record is the last of the active segment: a bad
+    // record there that the index references is damage, not a torn tail to cut.
+    let dir = tempfile::tempdir().unwrap();
+    let ino = {
+        let pool = Pool::open(dir.path()).unwrap();
+        pool.create_volume("v", opts(1 << 40, MIB as u32)).unwrap();
+        let v = pool.open_volume("v").unwrap();
+        let ino = create(&v, ROOT_INO, "f").ino;
+        write_all(&v, ino, MIB, &data[MIB as usize..]);
+        v.flush(ino).unwrap();
+        write_all(&v, ino, 0, &data[..MIB as usize]);
+        v.sync().unwrap();
+        ino
+    };
     // Flip a byte 10 KiB into the payload of chunk 0 (block 2). Chunks are sealed
     // by parallel workers, so find its payload by content, not by position.
     let seg = &segment_files(dir.path())[0];

@@ -13,7 +13,8 @@
 //! and callers run it before committing the RocksDB batch that first
 //! references those bytes, so a committed reference always points at durable
 //! bytes. A crash can leave a torn record at the active segment's tail: open
-//! checks the tail records and truncates at the first one that does not verify.
+//! checks the tail records and truncates at the first one that does not verify,
+//! unless the index references it (then it is damage, not a torn write).
 
 pub mod record;
 
@@ -64,16 +65,26 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 }
 
 impl SegmentLog {
-    /// Opens the segments under `dir`, creating the first one in a new pool and
-    /// cutting a torn tail off the active one.
-    pub fn open(dir: &Path) -> Result<SegmentLog> {
-        Self::open_with_max(dir, SEGMENT_MAX)
+    /// [`SegmentLog::open_with`] with nothing referenced and segments of `max_size`.
+    #[cfg(test)]
+    pub fn open_with_max(dir: &Path, max_size: u64) -> Result<SegmentLog> {
+        Self::open_with(dir, max_size, &|_, _| Ok(false))
     }
 
-    pub fn open_with_max(dir: &Path, max_size: u64) -> Result<SegmentLog> {
+    /// Opens the segments under `dir`, creating the first one in a new pool and
+    /// cutting a torn tail off the active one. `referenced(segment, from)` says
+    /// whether a committed index entry points at or past offset `from` of that
+    /// segment. Such bytes
+    /// were made durable before they were committed, so they are never a torn
+    /// tail: a bad record there is damage, kept for reads to fail and fsck to name.
+    pub fn open_with(
+        dir: &Path,
+        max_size: u64,
+        referenced: &dyn Fn(u64, u64) -> Result<bool>,
+    ) -> Result<SegmentLog> {
         std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let active = match list_ids(dir)?.last() {
-            Some(&id) => recover(dir, id)?,
+            Some(&id) => recover(dir, id, referenced)?,
             None => create(dir, 1)?,
         };
         let files = HashMap::from([(active.id, active.file.clone())]);
@@ -285,7 +296,7 @@ fn create(dir: &Path, id: u64) -> Result<Active> {
 }
 
 /// Opens the newest segment for appending after the last record that verifies.
-fn recover(dir: &Path, id: u64) -> Result<Active> {
+fn recover(dir: &Path, id: u64, referenced: &dyn Fn(u64, u64) -> Result<bool>) -> Result<Active> {
     let path = path_of(dir, id);
     let file = OpenOptions::new()
         .read(true)
@@ -317,6 +328,14 @@ fn recover(dir: &Path, id: u64) -> Result<Active> {
             segment = %path.display(),
             at = end,
             "damaged record in the middle of the active segment; keeping what follows"
+        );
+        end = file_len;
+    }
+    if end < file_len && referenced(id, end)? {
+        tracing::error!(
+            segment = %path.display(),
+            at = end,
+            "damaged record at the end of the active segment that the index references; keeping it"
         );
         end = file_len;
     }
