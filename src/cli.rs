@@ -6,7 +6,7 @@ use std::path::PathBuf;
 /// Capacity of a new volume unless --size says otherwise.
 pub const DEFAULT_SIZE: &str = "10GiB";
 /// Chunk size of a new volume unless --chunk-size says otherwise.
-pub const DEFAULT_CHUNK_SIZE: &str = "1MiB";
+pub const DEFAULT_CHUNK_SIZE: &str = "256KiB";
 
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:

@@ -58,6 +58,21 @@ fn open_pool(dir: &Path) -> Result<Pool> {
     Pool::open(dir).with_context(|| format!("opening pool {}", dir.display()))
 }
 
+/// How often a serving process checks whether the background GC should run.
+const CLEANER_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A pool for a long-running server (mount, CSI plugin): with the background
+/// cleaner, which runs GC when garbage passes a share of the pool.
+fn open_serving_pool(dir: &Path) -> Result<Pool> {
+    let pool = open_pool(dir)?;
+    pool.start_cleaner(
+        CLEANER_EVERY,
+        tessera_store::AUTO_GC_SHARE,
+        tessera_store::AUTO_GC_MIN,
+    );
+    Ok(pool)
+}
+
 /// The pool's admin server if one holds the pool, else the pool itself.
 fn backend(dir: &Path) -> Result<Backend> {
     Backend::open(dir)
@@ -323,7 +338,7 @@ fn mount(dir: &Path, args: &MountArgs) -> Result<()> {
         Err(_) => {}
     }
 
-    let pool = open_pool(dir)?;
+    let pool = open_serving_pool(dir)?;
     if let Some(options) = options {
         match pool.create_volume(name, options) {
             Ok(info) => tracing::info!(volume = %info.name, "created volume"),
@@ -392,7 +407,7 @@ fn csi(dir: &Path, args: &CsiArgs) -> Result<()> {
     let mut pools = BTreeMap::new();
     let mut admins = Vec::new();
     for (name, pool_dir) in &dirs {
-        let pool = open_pool(pool_dir)?;
+        let pool = open_serving_pool(pool_dir)?;
         // Operators keep using the CLI on a pool the plugin holds.
         admins.push(admin::serve(pool.clone(), pool_dir).context("starting the admin API")?);
         pools.insert(name.clone(), pool);

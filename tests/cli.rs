@@ -102,7 +102,7 @@ fn volume_round_trip() {
     assert_eq!(created["used"], 0);
     assert_eq!(created["read_only"], false);
 
-    // Defaults: 10 GiB, 1 MiB chunks, lz4.
+    // Defaults: 10 GiB, 256 KiB chunks, lz4.
     let text = ok(dir, &["volume", "create", "beta"]);
     assert!(text.contains("created volume beta"), "{text}");
 
@@ -111,7 +111,7 @@ fn volume_round_trip() {
     let names: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["alpha", "beta"]);
     assert_eq!(list[1]["capacity"], 10u64 << 30);
-    assert_eq!(list[1]["chunk_size"], 1 << 20);
+    assert_eq!(list[1]["chunk_size"], 256 << 10);
     assert_eq!(list[1]["compression"], "lz4");
     assert!(
         list[1]["inodes"].as_u64().unwrap() >= 1,
@@ -135,7 +135,7 @@ fn volume_round_trip() {
     );
     let beta = lines.next().unwrap();
     assert!(
-        beta.contains("10.0 GiB") && beta.contains("1.0 MiB") && beta.contains("lz4"),
+        beta.contains("10.0 GiB") && beta.contains("256.0 KiB") && beta.contains("lz4"),
         "{beta}"
     );
 

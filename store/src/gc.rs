@@ -13,10 +13,14 @@
 use crate::engine::{decode_ref, Batch};
 use crate::error::{Result, StoreError};
 use crate::keys::{Cf, Hash};
-use crate::pool::{GcReport, Pool, Progress};
+use crate::pool::{GcReport, Pool, PoolInner, Progress};
 use crate::records::{ChunkLocation, ChunkPlace};
 use crate::segment::{record, SEGMENT_HEADER};
+use parking_lot::{Condvar, Mutex};
 use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 /// A sealed segment is rewritten once less than this share of it is live.
 pub const CLEAN_BELOW: f64 = 0.5;
@@ -171,5 +175,104 @@ impl Pool {
             report.segments_deleted += 1;
         }
         Ok(())
+    }
+}
+
+/// The background cleaner runs GC when garbage passes this share of the
+/// segment bytes...
+pub const AUTO_GC_SHARE: f64 = 0.25;
+/// ...and this many bytes, so a small pool is not rewritten for little gain.
+pub const AUTO_GC_MIN: u64 = 256 << 20;
+
+/// A thread that looks at the pool's garbage now and then and runs GC when it
+/// passes [`AUTO_GC_SHARE`] of the segment bytes (and [`AUTO_GC_MIN`]).
+pub(crate) struct Cleaner {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Cleaner {
+    fn start(pool: Weak<PoolInner>, every: Duration, share: f64, min: u64) -> Cleaner {
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let signal = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("tessera-cleaner".into())
+            .spawn(move || loop {
+                {
+                    let (stopped, cv) = &*signal;
+                    let mut stopped = stopped.lock();
+                    if !*stopped {
+                        cv.wait_for(&mut stopped, every);
+                    }
+                    if *stopped {
+                        return;
+                    }
+                }
+                let Some(inner) = pool.upgrade() else { return };
+                let pool = Pool { inner };
+                if let Err(e) = pool.clean_if(share, min) {
+                    tracing::warn!("background gc: {e}");
+                }
+            })
+            .expect("spawn the cleaner thread");
+        Cleaner {
+            stop,
+            thread: Mutex::new(Some(thread)),
+        }
+    }
+
+    /// Stops the thread (and waits for it, unless this is that thread).
+    pub fn stop(&self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        if let Some(t) = self.thread.lock().take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Pool {
+    /// Starts the background cleaner: every `every`, GC runs if garbage passes
+    /// `share` of the segment bytes and `min` bytes (daemons pass
+    /// [`AUTO_GC_SHARE`] and [`AUTO_GC_MIN`]). For processes that hold the pool
+    /// for long; it stops when the pool closes.
+    pub fn start_cleaner(&self, every: Duration, share: f64, min: u64) {
+        let mut slot = self.inner.cleaner.lock();
+        if slot.is_none() {
+            *slot = Some(Cleaner::start(
+                Arc::downgrade(&self.inner),
+                every,
+                share,
+                min,
+            ));
+        }
+    }
+
+    /// Stops the background cleaner and waits for a pass in progress. A pool
+    /// dropped while its cleaner runs a pass closes when that pass ends.
+    pub fn stop_cleaner(&self) {
+        let cleaner = self.inner.cleaner.lock().take();
+        if let Some(c) = cleaner {
+            c.stop();
+        }
+    }
+
+    /// Runs GC if garbage passes `share` of the segment bytes and `min` bytes;
+    /// returns its report if it ran.
+    pub fn clean_if(&self, share: f64, min: u64) -> Result<Option<GcReport>> {
+        let u = self.usage()?;
+        if u.garbage_bytes < min || (u.garbage_bytes as f64) < share * u.segment_bytes as f64 {
+            return Ok(None);
+        }
+        let report = self.gc()?;
+        tracing::info!(
+            garbage = u.garbage_bytes,
+            freed = report.bytes_freed,
+            moved = report.bytes_moved,
+            "background gc"
+        );
+        Ok(Some(report))
     }
 }

@@ -42,7 +42,7 @@
 //! that stayed put while others came and went.
 //!
 //! ## A chunk's life
-//! Files are cut into fixed-size chunks aligned to file offsets (1 MiB by
+//! Files are cut into fixed-size chunks aligned to file offsets (256 KiB by
 //! default, 64 KiB–4 MiB per volume). A write is copied once, into the file's
 //! **chunk buffer** in memory (a 4 KiB write is a memcpy, not a 1 MiB rewrite;
 //! a partial write into a stored chunk reads that chunk once). A chunk filled
@@ -115,6 +115,7 @@ mod volume;
 mod writeback;
 
 pub use error::{Result, StoreError};
+pub use gc::{AUTO_GC_MIN, AUTO_GC_SHARE};
 pub use holds::InodeHolds;
 pub use pool::{
     validate_volume_name, FsckReport, GcReport, Pool, Progress, DIRTY_BUDGET, FORMAT_VERSION,

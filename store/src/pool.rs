@@ -3,6 +3,7 @@
 use crate::chunks::ChunkStore;
 use crate::engine::{decode_ref, Batch, Engine, RocksEngine};
 use crate::error::{Result, StoreError};
+use crate::gc::Cleaner;
 use crate::keys::{self, Cf};
 use crate::records::{self, ChunkLocation, ChunkRef, InodeRecord, VolumeRecord, VolumeState};
 use crate::types::*;
@@ -47,11 +48,16 @@ pub(crate) struct PoolInner {
     /// [`DIRTY_BUDGET`]; the others wait for it.
     pub relieving: Mutex<()>,
     pub workers: Workers,
+    /// The background cleaner, once [`Pool::start_cleaner`] started it.
+    pub cleaner: Mutex<Option<Cleaner>>,
     _lock: File,
 }
 
 impl Drop for PoolInner {
     fn drop(&mut self) {
+        if let Some(c) = self.cleaner.lock().take() {
+            c.stop();
+        }
         self.workers.stop();
         let _ = self.engine.flush_memtables();
     }
@@ -196,6 +202,7 @@ impl Pool {
                 dirty_budget: AtomicU64::new(DIRTY_BUDGET),
                 relieving: Mutex::new(()),
                 workers: Workers::start(),
+                cleaner: Mutex::new(None),
                 _lock: lock,
             }),
         };

@@ -292,3 +292,40 @@ fn small_chunks_live_in_the_index_and_cost_no_segment_bytes() {
         assert_eq!(read_all(&v, ino), noise(i, 3000));
     }
 }
+
+#[test]
+fn the_background_cleaner_collects_garbage_once_it_is_worth_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = Pool::open(dir.path()).unwrap();
+    pool.create_volume("v", opts(1 << 40, 64 << 10)).unwrap();
+    let v = pool.open_volume("v").unwrap();
+    let keep = noise(7, 2 * MIB as usize);
+    let k = create(&v, ROOT_INO, "keep").ino;
+    write_all(&v, k, 0, &keep);
+    let gone = create(&v, ROOT_INO, "gone").ino;
+    write_all(&v, gone, 0, &noise(8, 24 * MIB as usize));
+    v.sync().unwrap();
+    // Nothing to collect yet: the cleaner runs and leaves the pool alone.
+    assert!(pool.clean_if(0.25, MIB).unwrap().is_none());
+
+    pool.start_cleaner(std::time::Duration::from_millis(20), 0.25, MIB);
+    v.unlink(ROOT_INO, name("gone")).unwrap();
+    v.sync().unwrap();
+    // The cleaner's next look finds 24 MiB of garbage in 26 MiB of segments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while pool.usage().unwrap().garbage_bytes >= MIB {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cleaner did not run: {:?}",
+            pool.usage().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(segment_bytes_on_disk(dir.path()) < 4 * MIB);
+    assert_eq!(read_all(&v, k), keep);
+    drop(v);
+    pool.stop_cleaner();
+    drop(pool);
+    let pool = Pool::open(dir.path()).unwrap();
+    assert!(pool.fsck(false).unwrap().is_clean());
+}

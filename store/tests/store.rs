@@ -145,7 +145,9 @@ fn data_round_trips_across_reopen() {
 #[test]
 fn small_overwrites_read_back_and_cost_one_chunk() {
     let (_d, pool) = pool();
-    pool.create_volume("v", VolumeOptions::default()).unwrap();
+    // Counts chunks: 1 MiB ones, whatever the default.
+    pool.create_volume("v", opts(DEFAULT_CAPACITY, 1 << 20))
+        .unwrap();
     let v = pool.open_volume("v").unwrap();
     let f = create(&v, ROOT_INO, "f").ino;
     let mut model = noise(3, MIB as usize);
@@ -710,7 +712,9 @@ fn fsck_finds_and_repairs_bad_refcounts() {
 #[test]
 fn random_overwrites_stay_buffered_until_flush() {
     let (_d, pool) = pool();
-    pool.create_volume("v", VolumeOptions::default()).unwrap();
+    // Counts chunks: 1 MiB ones, whatever the default.
+    pool.create_volume("v", opts(DEFAULT_CAPACITY, 1 << 20))
+        .unwrap();
     let v = pool.open_volume("v").unwrap();
     let f = create(&v, ROOT_INO, "f").ino;
     write_all(&v, f, 0, &noise(1, 16 << 20));

@@ -15,11 +15,24 @@ type Task = Box<dyn FnOnce() + Send>;
 
 /// Sequential readers tracked per volume (by inode hash).
 pub(super) const STREAMS: usize = 64;
+
+/// A file being read: where its last read ended, how many reads in a row
+/// continued each other, and the last chunk prefetched for it.
+#[derive(Default)]
+pub(super) struct Stream {
+    ino: Ino,
+    end: u64,
+    prefetched: u64,
+    run: u32,
+}
 /// How far ahead of a sequential reader chunks are prefetched.
 const READAHEAD: u64 = 4 << 20;
 /// A read starting this close to where the file's last read ended continues it
-/// (the kernel sends readahead requests in parallel, not strictly in order).
-const STREAM_SLACK: u64 = 1 << 20;
+/// (the kernel sends its readahead requests in parallel, not strictly in order).
+const STREAM_SLACK: u64 = 256 << 10;
+/// Reads in a row that continue each other before the reader counts as
+/// sequential: random reads rarely land next to each other twice.
+const STREAM_RUN: u32 = 3;
 
 /// Parts of a read served from stored chunks: (chunk, chunk start, from, to).
 type Fetch = Vec<(ChunkRef, u64, u64, u64)>;
@@ -302,19 +315,24 @@ impl VolumeInner {
         let cs = self.chunk_size;
         let (from, to) = {
             let mut s = self.streams[(ino % STREAMS as u64) as usize].lock();
-            let sequential = s.0 == ino && offset.abs_diff(s.1) <= STREAM_SLACK;
-            if !sequential {
-                *s = (ino, end, 0);
+            if s.ino != ino || offset.abs_diff(s.end) > STREAM_SLACK {
+                *s = Stream {
+                    ino,
+                    end,
+                    prefetched: 0,
+                    run: 1,
+                };
                 return Ok(());
             }
-            s.1 = s.1.max(end);
+            s.end = s.end.max(end);
+            s.run = s.run.saturating_add(1);
             let k = (end - 1) / cs;
             let last = (k + (READAHEAD / cs).max(1)).min(size.saturating_sub(1) / cs);
-            if last <= s.2.max(k) {
+            if s.run < STREAM_RUN || last <= s.prefetched.max(k) {
                 return Ok(());
             }
-            let from = s.2.max(k) + 1;
-            s.2 = last;
+            let from = s.prefetched.max(k) + 1;
+            s.prefetched = last;
             (from, last)
         };
         for idx in from..=to {

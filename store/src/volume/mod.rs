@@ -73,9 +73,8 @@ pub(crate) struct VolumeInner {
     files: DashMap<Ino, Arc<Slot>>,
     /// Open handles per inode ([`Volume::open`]).
     opens: Mutex<HashMap<Ino, u32>>,
-    /// Recent sequential readers, by inode hash: (inode, where its last read
-    /// ended, the last chunk prefetched).
-    streams: Box<[Mutex<(Ino, u64, u64)>]>,
+    /// Recent readers, by inode hash, to find the sequential ones.
+    streams: Box<[Mutex<data::Stream>]>,
     /// The counts of every live [`crate::InodeHolds`] of this volume.
     pub(crate) holders: RwLock<Vec<HoldCounts>>,
     /// Inodes whose last link went while this instance was open and that may still
@@ -155,7 +154,7 @@ impl VolumeInner {
             ns: Mutex::new(()),
             files: DashMap::new(),
             opens: Mutex::new(HashMap::new()),
-            streams: (0..data::STREAMS).map(|_| Mutex::new((0, 0, 0))).collect(),
+            streams: (0..data::STREAMS).map(|_| Mutex::default()).collect(),
             holders: RwLock::default(),
             unlinked: DashSet::new(),
         });
