@@ -1,5 +1,7 @@
 //! Reference-model property test: random operation sequences against the
-//! store and a trivial in-memory model must agree after every step.
+//! store and a trivial in-memory model must agree after every step (writes,
+//! truncates, holes, renames, hard links, xattrs, copy_file_range, snapshots,
+//! syncs and pool reopens), and every snapshot at the end.
 
 mod common;
 use common::*;
@@ -47,6 +49,14 @@ enum Op {
         n: usize,
         key: u8,
     },
+    CopyRange {
+        from: usize,
+        to: usize,
+        src_off: u32,
+        dst_off: u32,
+        len: u32,
+    },
+    Snapshot,
     Flush,
     Reopen,
 }
@@ -62,6 +72,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => n.clone().prop_map(|n| Op::Unlink { n }),
         1 => (n.clone(), 0u8..3, any::<u8>()).prop_map(|(n, key, val)| Op::SetXattr { n, key, val }),
         1 => (n.clone(), 0u8..3).prop_map(|(n, key)| Op::RemoveXattr { n, key }),
+        2 => (n.clone(), n.clone(), 0u32..300_000, 0u32..300_000, 1u32..200_000).prop_map(|(from, to, src_off, dst_off, len)| Op::CopyRange { from, to, src_off, dst_off, len }),
+        1 => Just(Op::Snapshot),
         1 => Just(Op::Flush),
         1 => Just(Op::Reopen),
     ]
@@ -82,6 +94,8 @@ struct World {
     files: HashMap<usize, File>,
     inos: HashMap<usize, Ino>,
     next_file: usize,
+    /// Snapshots taken, each with the names and contents it must hold.
+    snapshots: Vec<(String, BTreeMap<usize, Vec<u8>>)>,
 }
 
 fn fname(n: usize) -> String {
@@ -102,6 +116,7 @@ impl World {
             files: HashMap::new(),
             inos: HashMap::new(),
             next_file: 0,
+            snapshots: Vec::new(),
         }
     }
 
@@ -233,6 +248,47 @@ impl World {
                     None => assert!(matches!(r, Err(StoreError::NoXattr)), "{r:?}"),
                 }
             }
+            Op::CopyRange {
+                from,
+                to,
+                src_off,
+                dst_off,
+                len,
+            } => {
+                let (Some(&sf), Some(&df)) = (self.names.get(&from), self.names.get(&to)) else {
+                    return;
+                };
+                let (src, dst) = (self.inos[&sf], self.inos[&df]);
+                let (so, d_o) = (src_off as usize, dst_off as usize);
+                let got = self
+                    .v()
+                    .copy_range(src, so as u64, dst, d_o as u64, len as u64)
+                    .unwrap() as usize;
+                let source = self.files[&sf].data.clone();
+                let n = (len as usize).min(source.len().saturating_sub(so));
+                assert_eq!(got, n, "copy_range length");
+                if n > 0 {
+                    let d = &mut self.files.get_mut(&df).unwrap().data;
+                    if d.len() < d_o + n {
+                        d.resize(d_o + n, 0);
+                    }
+                    d[d_o..d_o + n].copy_from_slice(&source[so..so + n]);
+                }
+            }
+            Op::Snapshot => {
+                let snap = format!("s{}", self.snapshots.len());
+                self.pool
+                    .as_ref()
+                    .unwrap()
+                    .create_snapshot("m", &snap)
+                    .unwrap();
+                let contents = self
+                    .names
+                    .iter()
+                    .map(|(&n, f)| (n, self.files[f].data.clone()))
+                    .collect();
+                self.snapshots.push((format!("m@{snap}"), contents));
+            }
             Op::Flush => self.v().sync().unwrap(),
             Op::Reopen => {
                 self.vol = None;
@@ -261,6 +317,19 @@ impl World {
             assert_eq!(v.listxattr(attr.ino).unwrap(), xs);
         }
     }
+
+    /// Every snapshot still holds what the volume held when it was taken.
+    fn check_snapshots(&self) {
+        let pool = self.pool.as_ref().unwrap();
+        for (snap, contents) in &self.snapshots {
+            let s = pool.open_volume(snap).unwrap();
+            assert_eq!(s.readdir(ROOT_INO, 0, 1000).unwrap().len(), contents.len());
+            for (&n, data) in contents {
+                let attr = s.lookup(ROOT_INO, name(&fname(n))).unwrap();
+                assert!(read_all(&s, attr.ino) == *data, "n{n} in {snap}");
+            }
+        }
+    }
 }
 
 proptest! {
@@ -272,6 +341,7 @@ proptest! {
             w.apply(op);
             w.check();
         }
+        w.check_snapshots();
         w.v().sync().unwrap();
         let pool = w.pool.as_ref().unwrap();
         let report = pool.fsck(false).unwrap();
