@@ -1,7 +1,8 @@
 //! Reference-model property test: random operation sequences against the
 //! store and a trivial in-memory model must agree after every step (writes,
-//! truncates, holes, renames, hard links, xattrs, copy_file_range, snapshots,
-//! syncs and pool reopens), and every snapshot at the end.
+//! truncates, holes, directories, renames across them, hard links, xattrs,
+//! copy_file_range, snapshots, syncs and pool reopens), and every snapshot at
+//! the end.
 
 mod common;
 use common::*;
@@ -9,7 +10,10 @@ use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use tessera_store::*;
 
-const NAMES: usize = 6;
+/// Names per directory, and directories (the root, then `d1` and `d2` in it):
+/// a slot `n` is name `n % NAMES` in directory `n / NAMES`.
+const NAMES: usize = 4;
+const DIRS: usize = 3;
 const CHUNK: u32 = 64 << 10;
 
 #[derive(Debug, Clone)]
@@ -49,6 +53,12 @@ enum Op {
         n: usize,
         key: u8,
     },
+    Mkdir {
+        d: usize,
+    },
+    Rmdir {
+        d: usize,
+    },
     CopyRange {
         from: usize,
         to: usize,
@@ -62,8 +72,10 @@ enum Op {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    let n = 0..NAMES;
+    let n = 0..NAMES * DIRS;
     prop_oneof![
+        1 => (1..DIRS).prop_map(|d| Op::Mkdir { d }),
+        1 => (1..DIRS).prop_map(|d| Op::Rmdir { d }),
         6 => (n.clone(), 0u32..300_000, 1u32..140_000, any::<u8>()).prop_map(|(n, off, len, seed)| Op::Write { n, off, len, seed }),
         2 => (n.clone(), 0u32..300_000).prop_map(|(n, size)| Op::Truncate { n, size }),
         2 => (n.clone(), 0u32..300_000, 1u32..200_000).prop_map(|(n, off, len)| Op::Punch { n, off, len }),
@@ -94,12 +106,18 @@ struct World {
     files: HashMap<usize, File>,
     inos: HashMap<usize, Ino>,
     next_file: usize,
-    /// Snapshots taken, each with the names and contents it must hold.
-    snapshots: Vec<(String, BTreeMap<usize, Vec<u8>>)>,
+    /// Directories that exist (1 and 2; 0 is the root), with their inodes.
+    dirs: BTreeMap<usize, Ino>,
+    /// Snapshots taken, each with the directories, names and contents it must hold.
+    snapshots: Vec<(String, Vec<usize>, BTreeMap<usize, Vec<u8>>)>,
 }
 
 fn fname(n: usize) -> String {
-    format!("n{n}")
+    format!("n{}", n % NAMES)
+}
+
+fn dname(d: usize) -> String {
+    format!("d{d}")
 }
 
 impl World {
@@ -116,6 +134,7 @@ impl World {
             files: HashMap::new(),
             inos: HashMap::new(),
             next_file: 0,
+            dirs: BTreeMap::new(),
             snapshots: Vec::new(),
         }
     }
@@ -124,18 +143,28 @@ impl World {
         self.vol.as_ref().unwrap()
     }
 
-    /// The file behind name `n`, created empty if missing.
-    fn ensure(&mut self, n: usize) -> (usize, Ino) {
-        if let Some(&f) = self.names.get(&n) {
-            return (f, self.inos[&f]);
+    /// The directory of slot `n`, if it exists.
+    fn parent(&self, n: usize) -> Option<Ino> {
+        match n / NAMES {
+            0 => Some(ROOT_INO),
+            d => self.dirs.get(&d).copied(),
         }
-        let attr = create(self.v(), ROOT_INO, &fname(n));
+    }
+
+    /// The file behind slot `n`, created empty if missing; `None` if its
+    /// directory does not exist.
+    fn ensure(&mut self, n: usize) -> Option<(usize, Ino)> {
+        if let Some(&f) = self.names.get(&n) {
+            return Some((f, self.inos[&f]));
+        }
+        let parent = self.parent(n)?;
+        let attr = create(self.v(), parent, &fname(n));
         let f = self.next_file;
         self.next_file += 1;
         self.names.insert(n, f);
         self.files.insert(f, File::default());
         self.inos.insert(f, attr.ino);
-        (f, attr.ino)
+        Some((f, attr.ino))
     }
 
     fn drop_name(&mut self, n: usize) {
@@ -150,7 +179,9 @@ impl World {
     fn apply(&mut self, op: &Op) {
         match *op {
             Op::Write { n, off, len, seed } => {
-                let (f, ino) = self.ensure(n);
+                let Some((f, ino)) = self.ensure(n) else {
+                    return;
+                };
                 let bytes = noise(seed as u64 + off as u64, len as usize);
                 write_all(self.v(), ino, off as u64, &bytes);
                 let d = &mut self.files.get_mut(&f).unwrap().data;
@@ -161,7 +192,9 @@ impl World {
                 d[off as usize..end].copy_from_slice(&bytes);
             }
             Op::Truncate { n, size } => {
-                let (f, ino) = self.ensure(n);
+                let Some((f, ino)) = self.ensure(n) else {
+                    return;
+                };
                 self.v()
                     .setattr(
                         ino,
@@ -178,7 +211,9 @@ impl World {
                     .resize(size as usize, 0);
             }
             Op::Punch { n, off, len } => {
-                let (f, ino) = self.ensure(n);
+                let Some((f, ino)) = self.ensure(n) else {
+                    return;
+                };
                 self.v().punch_hole(ino, off as u64, len as u64).unwrap();
                 let d = &mut self.files.get_mut(&f).unwrap().data;
                 let end = ((off + len) as usize).min(d.len());
@@ -187,10 +222,13 @@ impl World {
                 }
             }
             Op::Rename { from, to } => {
+                let (Some(pf), Some(pt)) = (self.parent(from), self.parent(to)) else {
+                    return;
+                };
                 let r = self.v().rename(
-                    ROOT_INO,
+                    pf,
                     name(&fname(from)),
-                    ROOT_INO,
+                    pt,
                     name(&fname(to)),
                     RenameFlags::default(),
                 );
@@ -210,7 +248,10 @@ impl World {
                 let Some(&f) = self.names.get(&from) else {
                     return;
                 };
-                let r = self.v().link(self.inos[&f], ROOT_INO, name(&fname(to)));
+                let Some(pt) = self.parent(to) else {
+                    return;
+                };
+                let r = self.v().link(self.inos[&f], pt, name(&fname(to)));
                 if let std::collections::hash_map::Entry::Vacant(slot) = self.names.entry(to) {
                     r.unwrap();
                     slot.insert(f);
@@ -219,7 +260,10 @@ impl World {
                 }
             }
             Op::Unlink { n } => {
-                let r = self.v().unlink(ROOT_INO, name(&fname(n)));
+                let Some(p) = self.parent(n) else {
+                    return;
+                };
+                let r = self.v().unlink(p, name(&fname(n)));
                 if self.names.contains_key(&n) {
                     r.unwrap();
                     self.drop_name(n);
@@ -228,7 +272,9 @@ impl World {
                 }
             }
             Op::SetXattr { n, key, val } => {
-                let (f, ino) = self.ensure(n);
+                let Some((f, ino)) = self.ensure(n) else {
+                    return;
+                };
                 let k = format!("user.k{key}");
                 self.v()
                     .setxattr(ino, name(&k), &[val; 3], XattrFlags::Any)
@@ -240,12 +286,33 @@ impl World {
                     .insert(k.into_bytes(), vec![val; 3]);
             }
             Op::RemoveXattr { n, key } => {
-                let (f, ino) = self.ensure(n);
+                let Some((f, ino)) = self.ensure(n) else {
+                    return;
+                };
                 let k = format!("user.k{key}");
                 let r = self.v().removexattr(ino, name(&k));
                 match self.files.get_mut(&f).unwrap().xattrs.remove(k.as_bytes()) {
                     Some(_) => r.unwrap(),
                     None => assert!(matches!(r, Err(StoreError::NoXattr)), "{r:?}"),
+                }
+            }
+            Op::Mkdir { d } => {
+                let r = self.v().mkdir(ROOT_INO, name(&dname(d)), 0o755, 0, 0);
+                if self.dirs.contains_key(&d) {
+                    assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}");
+                } else {
+                    self.dirs.insert(d, r.unwrap().ino);
+                }
+            }
+            Op::Rmdir { d } => {
+                let r = self.v().rmdir(ROOT_INO, name(&dname(d)));
+                if !self.dirs.contains_key(&d) {
+                    assert!(matches!(r, Err(StoreError::NotFound(_))), "{r:?}");
+                } else if self.names.keys().any(|&n| n / NAMES == d) {
+                    assert!(matches!(r, Err(StoreError::NotEmpty)), "{r:?}");
+                } else {
+                    r.unwrap();
+                    self.dirs.remove(&d);
                 }
             }
             Op::CopyRange {
@@ -260,12 +327,17 @@ impl World {
                 };
                 let (src, dst) = (self.inos[&sf], self.inos[&df]);
                 let (so, d_o) = (src_off as usize, dst_off as usize);
-                let got = self
+                let r = self
                     .v()
-                    .copy_range(src, so as u64, dst, d_o as u64, len as u64)
-                    .unwrap() as usize;
+                    .copy_range(src, so as u64, dst, d_o as u64, len as u64);
                 let source = self.files[&sf].data.clone();
                 let n = (len as usize).min(source.len().saturating_sub(so));
+                if sf == df && n > 0 && so < d_o + n && d_o < so + n {
+                    // copy_file_range(2) refuses overlapping ranges of one file.
+                    assert!(matches!(r, Err(StoreError::Invalid(_))), "{r:?}");
+                    return;
+                }
+                let got = r.unwrap() as usize;
                 assert_eq!(got, n, "copy_range length");
                 if n > 0 {
                     let d = &mut self.files.get_mut(&df).unwrap().data;
@@ -287,7 +359,8 @@ impl World {
                     .iter()
                     .map(|(&n, f)| (n, self.files[f].data.clone()))
                     .collect();
-                self.snapshots.push((format!("m@{snap}"), contents));
+                let dirs = self.dirs.keys().copied().collect();
+                self.snapshots.push((format!("m@{snap}"), dirs, contents));
             }
             Op::Flush => self.v().sync().unwrap(),
             Op::Reopen => {
@@ -303,10 +376,24 @@ impl World {
 
     fn check(&self) {
         let v = self.v();
-        let listed = v.readdir(ROOT_INO, 0, 1000).unwrap();
-        assert_eq!(listed.len(), self.names.len(), "directory size");
+        let root = v.getattr(ROOT_INO).unwrap();
+        assert_eq!(root.nlink, 2 + self.dirs.len() as u32, "nlink of the root");
+        for d in 0..DIRS {
+            let Some(p) = self.parent(d * NAMES) else {
+                assert!(v.lookup(ROOT_INO, name(&dname(d))).is_err(), "d{d} is gone");
+                continue;
+            };
+            let listed = v.readdir(p, 0, 1000).unwrap();
+            let files = self.names.keys().filter(|&&n| n / NAMES == d).count();
+            let subdirs = if d == 0 { self.dirs.len() } else { 0 };
+            assert_eq!(listed.len(), files + subdirs, "entries of directory {d}");
+            if d > 0 {
+                let attr = v.lookup(ROOT_INO, name(&dname(d))).unwrap();
+                assert_eq!((attr.ino, attr.nlink), (p, 2), "d{d}");
+            }
+        }
         for (&n, f) in &self.names {
-            let attr = v.lookup(ROOT_INO, name(&fname(n))).unwrap();
+            let attr = v.lookup(self.parent(n).unwrap(), name(&fname(n))).unwrap();
             assert_eq!(attr.ino, self.inos[f], "name n{n}");
             let file = &self.files[f];
             assert_eq!(attr.size, file.data.len() as u64, "size of n{n}");
@@ -321,12 +408,21 @@ impl World {
     /// Every snapshot still holds what the volume held when it was taken.
     fn check_snapshots(&self) {
         let pool = self.pool.as_ref().unwrap();
-        for (snap, contents) in &self.snapshots {
+        for (snap, dirs, contents) in &self.snapshots {
             let s = pool.open_volume(snap).unwrap();
-            assert_eq!(s.readdir(ROOT_INO, 0, 1000).unwrap().len(), contents.len());
+            let in_root = contents.keys().filter(|&&n| n < NAMES).count();
+            assert_eq!(
+                s.readdir(ROOT_INO, 0, 1000).unwrap().len(),
+                in_root + dirs.len(),
+                "root of {snap}"
+            );
             for (&n, data) in contents {
-                let attr = s.lookup(ROOT_INO, name(&fname(n))).unwrap();
-                assert!(read_all(&s, attr.ino) == *data, "n{n} in {snap}");
+                let parent = match n / NAMES {
+                    0 => ROOT_INO,
+                    d => s.lookup(ROOT_INO, name(&dname(d))).unwrap().ino,
+                };
+                let attr = s.lookup(parent, name(&fname(n))).unwrap();
+                assert!(read_all(&s, attr.ino) == *data, "slot {n} in {snap}");
             }
         }
     }

@@ -656,6 +656,15 @@ fn copy_range_shares_aligned_chunks() {
     assert_eq!(v.copy_range(src, 100, odd, 7, 200_000).unwrap(), 200_000);
     assert_eq!(v.read(odd, 7, 200_000).unwrap(), &data[100..200_100]);
     assert_eq!(v.statfs().unwrap().used, 2 * (1 << 20) + 200_007);
+    // As copy_file_range(2): overlapping ranges of one file are refused, untouched.
+    assert!(matches!(
+        v.copy_range(src, 1000, src, 1001, 5000),
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(read_all(&v, src), data);
+    // Disjoint ranges of one file copy.
+    assert_eq!(v.copy_range(src, 0, src, 1 << 20, 4096).unwrap(), 4096);
+    assert_eq!(v.read(src, 1 << 20, 4096).unwrap(), &data[..4096]);
     v.sync().unwrap();
     assert!(pool.fsck(false).unwrap().is_clean());
 }

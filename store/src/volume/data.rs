@@ -652,6 +652,12 @@ impl Volume {
             return Err(StoreError::Invalid("copy into a non-file".into()));
         }
         let len = len.min(src_size.saturating_sub(src_off));
+        // As copy_file_range(2): overlapping ranges of one file are refused.
+        if src == dst && len > 0 && src_off < dst_off + len && dst_off < src_off + len {
+            return Err(StoreError::Invalid(
+                "copy within a file between overlapping ranges".into(),
+            ));
+        }
         let mut done = 0u64;
         while done < len {
             let so = src_off + done;
