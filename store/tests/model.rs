@@ -108,8 +108,14 @@ struct World {
     next_file: usize,
     /// Directories that exist (1 and 2; 0 is the root), with their inodes.
     dirs: BTreeMap<usize, Ino>,
-    /// Snapshots taken, each with the directories, names and contents it must hold.
-    snapshots: Vec<(String, Vec<usize>, BTreeMap<usize, Vec<u8>>)>,
+    snapshots: Vec<Snapshot>,
+}
+
+/// A snapshot taken, with the directories, slots and contents it must hold.
+struct Snapshot {
+    name: String,
+    dirs: Vec<usize>,
+    contents: BTreeMap<usize, Vec<u8>>,
 }
 
 fn fname(n: usize) -> String {
@@ -298,10 +304,13 @@ impl World {
             }
             Op::Mkdir { d } => {
                 let r = self.v().mkdir(ROOT_INO, name(&dname(d)), 0o755, 0, 0);
-                if self.dirs.contains_key(&d) {
-                    assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}");
-                } else {
-                    self.dirs.insert(d, r.unwrap().ino);
+                match self.dirs.entry(d) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        assert!(matches!(r, Err(StoreError::Exists(_))), "{r:?}")
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        e.insert(r.unwrap().ino);
+                    }
                 }
             }
             Op::Rmdir { d } => {
@@ -360,7 +369,11 @@ impl World {
                     .map(|(&n, f)| (n, self.files[f].data.clone()))
                     .collect();
                 let dirs = self.dirs.keys().copied().collect();
-                self.snapshots.push((format!("m@{snap}"), dirs, contents));
+                self.snapshots.push(Snapshot {
+                    name: format!("m@{snap}"),
+                    dirs,
+                    contents,
+                });
             }
             Op::Flush => self.v().sync().unwrap(),
             Op::Reopen => {
@@ -408,7 +421,12 @@ impl World {
     /// Every snapshot still holds what the volume held when it was taken.
     fn check_snapshots(&self) {
         let pool = self.pool.as_ref().unwrap();
-        for (snap, dirs, contents) in &self.snapshots {
+        for Snapshot {
+            name: snap,
+            dirs,
+            contents,
+        } in &self.snapshots
+        {
             let s = pool.open_volume(snap).unwrap();
             let in_root = contents.keys().filter(|&&n| n < NAMES).count();
             assert_eq!(
