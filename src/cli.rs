@@ -189,7 +189,7 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
 
-    /// FUSE worker threads [default: one per CPU, at least 2].
+    /// FUSE worker threads [default: two per CPU, from 4 to 16].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub threads: Option<u16>,
 
