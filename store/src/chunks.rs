@@ -1,5 +1,6 @@
 //! Chunk bodies: the content-addressed index (RocksDB) over segment records,
-//! range reads, and a small cache of decoded compressed chunks.
+//! range reads, and a small cache of decoded compressed chunks with
+//! single-flight loads (a second reader of a chunk being loaded waits for it).
 
 use crate::codec;
 use crate::engine::Engine;
@@ -8,7 +9,7 @@ use crate::keys::{Cf, Hash};
 use crate::records::{ChunkLocation, ChunkPlace, SEGMENT_LOCATION_LEN};
 use crate::segment::{self, record, SegmentLog};
 use crate::types::Compression;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,11 @@ pub fn hex(h: &[u8]) -> String {
 pub struct ChunkStore {
     pub segments: SegmentLog,
     cache: ChunkCache,
+    /// Loads in progress by hash: a second reader of the same chunk waits for
+    /// the first instead of reading and decoding it again.
+    loading: Mutex<HashMap<Hash, Arc<Flight>>>,
+    /// Records read and decoded by [`ChunkStore::load`] (not cache hits).
+    loads: AtomicU64,
     /// For raw segment chunks: the index entry followed by the verified record
     /// header and block table, so a small read costs one `pread` of its blocks.
     headers: ChunkCache,
@@ -74,6 +80,8 @@ impl ChunkStore {
             cache: ChunkCache::new(CACHE_BUDGET),
             headers: ChunkCache::new(HEADER_BUDGET),
             epoch: AtomicU64::new(0),
+            loading: Mutex::new(HashMap::new()),
+            loads: AtomicU64::new(0),
         })
     }
 
@@ -226,6 +234,42 @@ impl ChunkStore {
         if let Some(hit) = self.cache.get(hash) {
             return Ok(hit);
         }
+        let (flight, first) = {
+            let mut loading = self.loading.lock();
+            match loading.get(hash) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::<Flight>::default();
+                    loading.insert(*hash, f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !first {
+            let mut done = flight.done.lock();
+            while done.is_none() {
+                flight.ended.wait(&mut done);
+            }
+            if let Some(Some(data)) = &*done {
+                return Ok(data.clone());
+            }
+            drop(done);
+            // The first reader failed: this one reports its own error.
+            return self.load_uncached(engine, hash);
+        }
+        // A load that ended between the cache check and taking the flight cached it.
+        let result = match self.cache.get(hash) {
+            Some(hit) => Ok(hit),
+            None => self.load_uncached(engine, hash),
+        };
+        *flight.done.lock() = Some(result.as_ref().ok().cloned());
+        flight.ended.notify_all();
+        self.loading.lock().remove(hash);
+        result
+    }
+
+    fn load_uncached(&self, engine: &dyn Engine, hash: &Hash) -> Result<Arc<Vec<u8>>> {
+        self.loads.fetch_add(1, Ordering::Relaxed);
         let loc = self.location(engine, hash)?;
         let stored = match &loc.place {
             ChunkPlace::Inline(bytes) => return self.decode(hash, &loc, bytes),
@@ -330,6 +374,14 @@ impl ChunkStore {
     }
 }
 
+/// A [`ChunkStore::load`] in progress.
+#[derive(Default)]
+struct Flight {
+    /// Set when the load ends: the chunk, or `None` if it failed.
+    done: Mutex<Option<Option<Arc<Vec<u8>>>>>,
+    ended: Condvar,
+}
+
 /// Decoded chunks by hash, bounded in bytes, in shards with one lock each;
 /// each shard evicts in insertion order (FIFO), which is O(1).
 struct ChunkCache {
@@ -389,5 +441,64 @@ impl ChunkCache {
             s.bytes -= d.len();
             s.order.retain(|h| h != hash);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{Batch, RocksEngine};
+
+    #[test]
+    fn concurrent_loads_of_one_chunk_read_and_decode_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = RocksEngine::open(&dir.path().join("db")).unwrap();
+        let store = ChunkStore::open(&dir.path().join("segments"), &engine).unwrap();
+        // Compressible but not to inline size, so the chunk is a compressed record
+        // in a segment, decoded and cached.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let data: Vec<u8> = (0..(1 << 20))
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if i % 4096 < 512 {
+                    x as u8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        let h = hash(&data);
+        let entry = store
+            .store(&engine, &h, &data, Compression::Lz4)
+            .unwrap()
+            .expect("a new chunk");
+        store.segments.make_durable().unwrap();
+        let mut batch = Batch::default();
+        batch.put(Cf::ChunkIndex, h.to_vec(), entry);
+        engine.write(batch, false).unwrap();
+        let loc = store.location(&engine, &h).unwrap();
+        assert!(loc.codec != codec::RAW && matches!(loc.place, ChunkPlace::Segment { .. }));
+        // Rounds of four readers released at once on a cold cache: each round
+        // reads the record once, however the readers overlap.
+        const ROUNDS: u64 = 100;
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (store, engine, barrier, data) = (&store, &engine, &barrier, &data);
+                s.spawn(move || {
+                    for _ in 0..ROUNDS {
+                        if t == 0 {
+                            store.forget(&h);
+                        }
+                        barrier.wait();
+                        assert!(*store.load(engine, &h).unwrap() == *data);
+                        barrier.wait();
+                    }
+                });
+            }
+        });
+        assert_eq!(store.loads.load(Ordering::Relaxed), ROUNDS);
     }
 }
