@@ -136,9 +136,12 @@ impl VolumeInner {
                     );
                     (b.into_dirty(), sequential)
                 }
-                None if !whole && self.chunk_ref(ino, idx)?.is_some() => {
-                    (self.chunk_bytes(ino, idx)?, false)
-                }
+                // A partial write into a stored chunk starts from its bytes (one
+                // chunk-map lookup; a hole reads as empty).
+                None if !whole => match self.chunk_bytes(ino, idx)? {
+                    base if base.is_empty() => (Vec::with_capacity(cs), true),
+                    base => (base, false),
+                },
                 None => (Vec::with_capacity(cs), true),
             };
             if whole {
