@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Turns the raw outputs of benches/run.sh (OUT/raw) into OUT/results.json and
-OUT/results.md, with the ratios Tessera/native, Tessera/JuiceFS (and Tessera/bindfs)
-and PASS/MISS against the targets of issue 6.
+OUT/results.md, with the ratios of Tessera to native, to JuiceFS (SQLite), to JuiceFS
+(Redis) (and to bindfs) and PASS/MISS against the targets of issue 10, where "JuiceFS"
+is the faster of the two JuiceFS systems on the job. Runs from before JuiceFS (Redis)
+render as they are (their "juicefs" is JuiceFS (SQLite)).
 
     python3 benches/report.py OUT            write results.json and results.md
     python3 benches/report.py --check OUT    check that the run is complete: every job
@@ -15,8 +17,13 @@ import re
 import statistics
 import sys
 
-SYSTEMS = ["tessera", "native", "juicefs", "bindfs"]
-NAMES = {"tessera": "Tessera", "native": "native", "juicefs": "JuiceFS", "bindfs": "bindfs"}
+SYSTEMS = ["tessera", "native", "juicefs", "juicefs-redis", "bindfs"]
+NAMES = {"tessera": "Tessera", "native": "native", "juicefs": "JuiceFS (SQLite)", "juicefs-redis": "JuiceFS (Redis)",
+         "bindfs": "bindfs"}
+JUICEFS = ["juicefs", "juicefs-redis"]  # "JuiceFS" in a target: the faster of these on the job
+# Disk use after deleting everything and gc: within 5% of the empty pool, or 64 MiB.
+RECLAIM_PCT = 5.0
+RECLAIM_SLACK_KIB = 64 * 1024
 
 
 def read_tsv(path):
@@ -155,9 +162,12 @@ def build(out):
                 else:
                     job["results"][s] = {"failed": "no output (the run stopped before this job?)"}
             t = job["results"]["tessera"].get("value")
-            for s in ("native", "juicefs", "bindfs"):
+            for s in SYSTEMS[1:]:
                 v = job["results"][s].get("value")
                 job["ratio_" + s] = round(t / v, 3) if t is not None and v else None
+            best = best_juicefs(job)
+            job["juicefs_best"] = best
+            job["ratio_juicefs_best"] = job["ratio_" + best] if best else None
         elif job_id == "snapshot":
             points = {}
             for size, nbytes, files, op, rep, ms in read_tsv(os.path.join(raw, "snapshot.tsv")):
@@ -171,6 +181,8 @@ def build(out):
                 for op in ("snapshot", "clone"):
                     p[op + "_median_ms"] = statistics.median(p[op + "_ms"]) if p[op + "_ms"] else None
                 job["points"].append(p)
+        elif job_id == "delete-all-gc":
+            delete_all_gc(job, raw)
         elif job_id == "dedup":
             rows = {r[0]: r for r in read_tsv(os.path.join(raw, "dedup.tsv"))}
             job["mib"] = int(env.get("dedup_mib", 0))
@@ -222,6 +234,31 @@ def build(out):
     return res
 
 
+def best_juicefs(job):
+    """The faster JuiceFS system on a job (of those with a figure), or None."""
+    have = [s for s in JUICEFS if job["results"].get(s, {}).get("value") is not None]
+    return max(have, key=lambda s: job["results"][s]["value"]) if have else None
+
+
+def delete_all_gc(job, raw):
+    """The pool's disk use (KiB) when empty, after deleting everything, and after gc."""
+    p = os.path.join(raw, "delete-all-gc.failed")
+    if os.path.exists(p):
+        with open(p) as f:
+            job["failed"] = f.read().strip()
+        return
+    steps = {r[0]: int(r[1]) for r in read_tsv(os.path.join(raw, "delete-all-gc.tsv")) if len(r) == 2 and r[1]}
+    empty, after = steps.get("empty"), steps.get("after_gc")
+    job.update({"empty_kib": empty, "after_rm_kib": steps.get("after_rm"), "after_gc_kib": after})
+    if empty is None or after is None:
+        job["failed"] = "incomplete figures (%s)" % ", ".join("%s=%s" % kv for kv in sorted(steps.items()))
+        return
+    limit = max(empty * (1 + RECLAIM_PCT / 100), empty + RECLAIM_SLACK_KIB)
+    job.update({"limit_kib": int(limit), "growth_kib": after - empty,
+                "growth_pct": round(100.0 * (after - empty) / empty, 2) if empty else None,
+                "pass": after <= limit})
+
+
 def job_by_id(res, job_id):
     return next((j for j in res["jobs"] if j["id"] == job_id), None)
 
@@ -232,8 +269,10 @@ def val(res, job_id, s):
 
 
 def targets(res):
-    """PASS / MISS (or N/A when a figure is missing) for each target of issue 6 whose
-    job ran (--jobs may leave some out)."""
+    """PASS / MISS (or N/A when a figure is missing) for each target of issue 10 whose
+    job ran (--jobs may leave some out). "JuiceFS" in a target is the faster of the
+    JuiceFS systems measured on that job; systems not measured are left out of the
+    verdict."""
     out = []
     ran = {j["id"] for j in res["jobs"]}
 
@@ -242,36 +281,61 @@ def targets(res):
                     "status": "N/A" if ok is None else ("PASS" if ok else "MISS")})
 
     def cmp(job_id, name, target, conds):
-        """conds: list of (system, factor): Tessera >= factor * system; skipped systems are left out."""
+        """conds: list of (system, factor): Tessera >= factor * system; "JuiceFS" stands
+        for the faster JuiceFS system on the job; systems not measured are left out."""
         if job_id not in ran:
             return
+        job = job_by_id(res, job_id)
         t = val(res, job_id, "tessera")
         parts, oks = [], []
         for s, factor in conds:
-            v = val(res, job_id, s)
-            if s not in res["measured_systems"]:
+            note = ""
+            if s == "JuiceFS":
+                measured = [x for x in JUICEFS if x in res["measured_systems"]]
+                if not measured:
+                    parts.append("JuiceFS not measured")
+                    continue
+                best = best_juicefs(job) if job and "results" in job else None
+                if best is None:
+                    parts.append("JuiceFS: no figure")
+                    oks.append(None)
+                    continue
+                missing = [x for x in measured if val(res, job_id, x) is None]
+                if missing:
+                    note = " (%s: no figure)" % ", ".join(NAMES[x] for x in missing)
+                s = best
+            elif s not in res["measured_systems"]:
                 parts.append("%s not measured" % NAMES[s])
                 continue
+            v = val(res, job_id, s)
             if t is None or v is None:
                 parts.append("%s: no figure" % NAMES[s])
                 oks.append(None)
                 continue
-            parts.append("%.2f× %s" % (t / v, NAMES[s]))
+            parts.append("%.2f× %s%s" % (t / v, NAMES[s], note))
             oks.append(t >= factor * v)
         ok = None if (not oks or None in oks) else all(oks)
         add(name, target, "; ".join(parts), ok)
 
+    def jobs(nj):
+        return "%d job%s" % (nj, "s" if nj > 1 else "")
+
     cmp("seq-write-1m-1j", "Sequential 1 MiB write, 1 job, fsync at end",
-        "≥ 0.6× native and ≥ 1× JuiceFS", [("native", 0.6), ("juicefs", 1.0)])
-    cmp("seq-read-1m-1j", "Sequential 1 MiB read, 1 job", "≥ 1.5× JuiceFS", [("juicefs", 1.5)])
-    cmp("rand-read-4k-psync-4j", "4 KiB random read, 4 jobs (psync)", "≥ 1.5× JuiceFS", [("juicefs", 1.5)])
-    cmp("rand-read-4k-libaio16-4j", "4 KiB random read, 4 jobs (libaio iodepth 16)", "≥ 1.5× JuiceFS",
-        [("juicefs", 1.5)])
+        "≥ 0.6× native and ≥ 1× JuiceFS", [("native", 0.6), ("JuiceFS", 1.0)])
+    cmp("seq-write-1m-4j", "Sequential 1 MiB write, 4 jobs, fsync at end", "≥ 1× JuiceFS", [("JuiceFS", 1.0)])
     for nj in (1, 4):
-        for eng, label in (("psync", "psync"), ("libaio16", "libaio iodepth 16")):
-            cmp("rand-write-4k-%s-%dj" % (eng, nj), "4 KiB random write, %d job%s (%s)" % (nj, "s" if nj > 1 else "", label),
-                "≥ 10× JuiceFS, ≥ 1× bindfs when measured", [("juicefs", 10.0), ("bindfs", 1.0)])
-    cmp("metadata", "Metadata job", "≥ 2× JuiceFS", [("juicefs", 2.0)])
+        cmp("seq-read-1m-%dj" % nj, "Sequential 1 MiB read, %s" % jobs(nj), "≥ 1.5× JuiceFS", [("JuiceFS", 1.5)])
+    for eng, label in (("psync", "psync"), ("libaio16", "libaio iodepth 16")):
+        for nj in (1, 4):
+            cmp("rand-read-4k-%s-%dj" % (eng, nj), "4 KiB random read, %s (%s)" % (jobs(nj), label),
+                "≥ 1.5× JuiceFS and ≥ 0.8× bindfs", [("JuiceFS", 1.5), ("bindfs", 0.8)])
+    for eng, label in (("psync", "psync"), ("libaio16", "libaio iodepth 16")):
+        for nj in (1, 4):
+            cmp("rand-write-4k-%s-%dj" % (eng, nj), "4 KiB random write, %s (%s)" % (jobs(nj), label),
+                "≥ 10× JuiceFS and ≥ 1× bindfs", [("JuiceFS", 10.0), ("bindfs", 1.0)])
+    cmp("fsync-4k-1j", "4 KiB random writes + fdatasync each, 1 job", "≥ 1× JuiceFS and ≥ 0.8× native",
+        [("JuiceFS", 1.0), ("native", 0.8)])
+    cmp("metadata", "Metadata job", "≥ 1.5× bindfs and ≥ 0.4× native", [("bindfs", 1.5), ("native", 0.4)])
     cmp("pgbench", "PostgreSQL pgbench, TPC-B-like, 4 clients", "≥ 1× bindfs and ≥ 0.6× native",
         [("bindfs", 1.0), ("native", 0.6)])
 
@@ -299,8 +363,18 @@ def targets(res):
 
     rss = job_by_id(res, "rss")
     peak = rss.get("peak_vm_hwm_mib") if rss else None
-    add("Daemon RSS over the suite", "≤ 512 MiB", "-" if peak is None else "%.1f MiB (VmHWM)" % peak,
+    add("Daemon peak RSS over the suite", "≤ 512 MiB", "-" if peak is None else "%.1f MiB (VmHWM)" % peak,
         None if peak is None else peak <= 512)
+
+    rc = job_by_id(res, "delete-all-gc")
+    if rc:
+        name, target = "Disk use after delete-all + gc", "within 5% (or 64 MiB) of empty"
+        if "pass" in rc:
+            add(name, target, "%.1f MiB, empty %.1f MiB (%+.1f MiB; limit %.1f MiB)"
+                % (rc["after_gc_kib"] / 1024, rc["empty_kib"] / 1024, rc["growth_kib"] / 1024, rc["limit_kib"] / 1024),
+                rc["pass"])
+        else:
+            add(name, target, "no figure: %s" % rc.get("failed", "?"), None)
     return out
 
 
@@ -350,6 +424,8 @@ def markdown(res):
     else:
         L.append("- started %s, took %s s" % (env.get("started"), env.get("elapsed_s")))
     for s in SYSTEMS:
+        if s not in res["systems"] and s == "juicefs-redis":
+            continue  # a run from before JuiceFS (Redis)
         st = res["systems"].get(s, {"status": "skipped", "detail": "not run"})
         L.append("- %s: %s%s" % (NAMES[s], st["status"], " (%s)" % st["detail"] if st.get("detail") else ""))
     L.append("")
@@ -360,6 +436,10 @@ def markdown(res):
     L.append("|---|---|---|---|")
     for t in res["targets"]:
         L.append("| %s | %s | %s | %s |" % (t["job"], t["target"], t["measured"], t["status"]))
+    L.append("")
+    L.append("Targets of issue 10. \"JuiceFS\" in a target is the faster of JuiceFS (SQLite) and JuiceFS (Redis) "
+             "on that job (named in the measured column); a system that was not measured is left out of the "
+             "verdict.")
     L.append("")
 
     bind = "bindfs" in res["measured_systems"]
@@ -443,19 +523,18 @@ def pgbench_section(L, job, env):
 def fio_table(L, res, bind):
     L.append("## fio and metadata jobs")
     L.append("")
-    head = "| job | Tessera | native | JuiceFS |" + (" bindfs |" if bind else "") + " Tessera/native | Tessera/JuiceFS |" + (
-        " Tessera/bindfs |" if bind else "")
+    # JuiceFS (SQLite) always (as before), JuiceFS (Redis) when the run knew it, bindfs when measured.
+    others = ["native", "juicefs"] + (["juicefs-redis"] if "juicefs-redis" in res["systems"] else []) + (
+        ["bindfs"] if bind else [])
+    head = "| job | Tessera | " + " | ".join(NAMES[s] for s in others) + " | " + " | ".join(
+        "Tessera/" + NAMES[s] for s in others) + " |"
     L.append(head)
     L.append("|" + "---|" * (head.count("|") - 1))
     for j in res["jobs"]:
         if j["kind"] not in ("fio", "metadata"):
             continue
-        row = [j["title"], cell(j, "tessera"), cell(j, "native"), cell(j, "juicefs")]
-        if bind:
-            row.append(cell(j, "bindfs"))
-        row += [ratio(j.get("ratio_native")), ratio(j.get("ratio_juicefs"))]
-        if bind:
-            row.append(ratio(j.get("ratio_bindfs")))
+        row = [j["title"], cell(j, "tessera")] + [cell(j, s) for s in others]
+        row += [ratio(j.get("ratio_" + s)) for s in others]
         L.append("| " + " | ".join(row) + " |")
     L.append("")
     L.append("Sequential jobs in MiB/s, the others in IOPS (the mix: read + write IOPS), "
@@ -514,6 +593,24 @@ def memory_and_space(L, res):
              "the others are the snapshot and dedup mounts.")
     L.append("")
 
+    rc = job_by_id(res, "delete-all-gc")
+    if rc:
+        L.append("## Disk use after deleting everything and gc")
+        L.append("")
+        if "pass" in rc:
+            L.append("Tessera's pool directory (du -sk): %.1f MiB empty (pool and volume just created, before the "
+                     "first job); after the fio jobs, everything on the volume deleted (rm -rf): %s; after "
+                     "`tessera gc` and sync: %.1f MiB, %+.1f MiB (%s) from empty. Target: at most %.1f MiB "
+                     "(empty + 5%%, or + 64 MiB if more): %s."
+                     % (rc["empty_kib"] / 1024,
+                        "-" if rc.get("after_rm_kib") is None else "%.1f MiB" % (rc["after_rm_kib"] / 1024),
+                        rc["after_gc_kib"] / 1024, rc["growth_kib"] / 1024,
+                        "-" if rc.get("growth_pct") is None else "%+.1f%%" % rc["growth_pct"],
+                        rc["limit_kib"] / 1024, "PASS" if rc["pass"] else "MISS"))
+        else:
+            L.append("No figures: %s" % rc.get("failed", "not run"))
+        L.append("")
+
     if not res.get("disk_space"):
         return
     L.append("## Disk space of each system's storage during the fio jobs")
@@ -528,10 +625,11 @@ def memory_and_space(L, res):
     gc = res.get("tessera_gc", {})
     if gc.get("runs"):
         L.append("Tessera keeps chunks that overwrites and deletes leave unreferenced until `tessera gc`; the "
-                 "runner ran it (untimed, mounted) after each fio job: %d runs deleted %s chunks, %.1f MiB "
+                 "runner ran it (untimed, mounted) after each fio job%s: %d runs deleted %s chunks, %.1f MiB "
                  "of disk space (longest run %d ms). Tessera's space figures are taken after each gc "
                  "(gc deletes dead segment files and rewrites those less than half live)."
-                 % (gc["runs"], "{:,}".format(gc["chunks_deleted"]), gc["bytes_freed"] / 1048576, gc["max_ms"]))
+                 % (" and after deleting everything" if rc else "", gc["runs"], "{:,}".format(gc["chunks_deleted"]),
+                    gc["bytes_freed"] / 1048576, gc["max_ms"]))
         L.append("")
 
 
@@ -546,6 +644,7 @@ def check(out):
         raw = os.path.join(out, "raw", "manifest.tsv")
         expected = [row[0] for row in read_tsv(raw)] + ["rss"]
         have = {j["id"]: j for j in res["jobs"]}
+        known = res.get("systems", {})
         for job_id in expected:
             j = have.get(job_id)
             if j is None:
@@ -553,6 +652,8 @@ def check(out):
                 continue
             if "results" in j:
                 for s in SYSTEMS:
+                    if s not in known and s not in j["results"]:
+                        continue  # a run from before this system was known
                     r = j["results"].get(s)
                     if not r or not ("value" in r or "skipped" in r or "failed" in r):
                         errs.append("job %s has no figure or reason for %s" % (job_id, s))
@@ -562,6 +663,8 @@ def check(out):
                 errs.append("snapshot job has no points")
             if job_id == "dedup" and j.get("second_copy_growth_pct") is None:
                 errs.append("dedup job has no figure")
+            if job_id == "delete-all-gc" and "pass" not in j:
+                errs.append("delete-all + gc step has no figure (%s)" % j.get("failed", "?"))
             if job_id == "rss" and not j.get("peak_vm_hwm_mib"):
                 errs.append("no daemon RSS figure")
         # The jobs the run was asked for (--jobs; runs from before pgbench and --jobs: the others).

