@@ -24,10 +24,14 @@ pub enum Cf {
     Refs,
     /// volume | ino → () for unlinked inodes still open.
     Orphans,
+    /// volume | ino | chunk index | sequence → (offset in the chunk, bytes): small
+    /// writes made durable by an fsync without rewriting their chunk. Replayed
+    /// onto the chunk when the volume opens; deleted when the chunk commits.
+    Journal,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 11] = [
         Cf::Meta,
         Cf::Volumes,
         Cf::Inodes,
@@ -38,6 +42,7 @@ impl Cf {
         Cf::ChunkIndex,
         Cf::Refs,
         Cf::Orphans,
+        Cf::Journal,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,6 +57,7 @@ impl Cf {
             Cf::ChunkIndex => "chunk_index",
             Cf::Refs => "refs",
             Cf::Orphans => "orphans",
+            Cf::Journal => "journal",
         }
     }
 
@@ -65,13 +71,14 @@ impl Cf {
     }
 
     /// Families whose keys start with a volume id.
-    pub const PER_VOLUME: [Cf; 6] = [
+    pub const PER_VOLUME: [Cf; 7] = [
         Cf::Inodes,
         Cf::Dentries,
         Cf::DirCookies,
         Cf::Xattrs,
         Cf::ChunkMap,
         Cf::Orphans,
+        Cf::Journal,
     ];
 }
 
@@ -99,6 +106,12 @@ pub fn pair(a: u64, b: u64) -> Vec<u8> {
 pub fn triple(a: u64, b: u64, c: u64) -> Vec<u8> {
     let mut k = pair(a, b);
     k.extend_from_slice(&c.to_be_bytes());
+    k
+}
+
+pub fn quad(a: u64, b: u64, c: u64, d: u64) -> Vec<u8> {
+    let mut k = triple(a, b, c);
+    k.extend_from_slice(&d.to_be_bytes());
     k
 }
 

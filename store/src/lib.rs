@@ -23,6 +23,7 @@
 //! | `chunk_index` | hash | raw and stored length, codec, and where the body is: (segment, offset, header CRC) or the stored bytes inline |
 //! | `refs` | hash | i64 reference count, updated by an add merge operator |
 //! | `orphans` | vol, ino | inodes without links that a handle or a hold still keeps |
+//! | `journal` | vol, ino, chunk index, sequence | (offset in the chunk, bytes): a small fsync'ed write whose chunk is still buffered |
 //!
 //! Chunk bodies are written once: a chunk that stores in more than
 //! 8 KiB is appended to the active **segment file**
@@ -54,7 +55,12 @@
 //! to the active segment (or kept inline). A sealed chunk stays readable in the
 //! buffer until the file **commits**: on flush, fsync, release, truncate, and
 //! when the pool buffers more than its dirty budget (128 MiB by default;
-//! writers past it wait while one of them commits the open files). A commit
+//! writers past it wait while one of them commits the open files). An fsync of
+//! small writes (at most a quarter of a chunk changed per chunk, 1 MiB in all)
+//! does not commit: it writes the changed byte ranges to the **journal**
+//! family with the inode in one synced batch (one device flush, no chunk
+//! rewritten) and the chunks stay buffered until the file commits, which
+//! deletes their journal records in its batch. A commit
 //! seals what is left, makes the segment bytes durable, and writes one batch:
 //! the file's chunk map entries, the new index entries, reference counts (+1,
 //! and −1 for the replaced chunks) and the inode. Chunks at zero references
@@ -92,7 +98,10 @@
 //! leave unreferenced records in a segment (garbage that GC reclaims) and a
 //! torn record at the active segment's tail (truncated at the next open), and
 //! loses writes not yet persisted; [`Volume::fsync`] and [`Volume::sync`]
-//! persist and sync the WAL, so what they acknowledged survives.
+//! persist and sync the WAL, so what they acknowledged survives. Journal
+//! records a crash leaves are replayed when the pool opens: each chunk's
+//! committed bytes with its records applied in order are committed as a new
+//! chunk, so an open pool has no journal records.
 //!
 //! ## Quota
 //! A volume's `used` is the logical bytes of its stored chunks (holes are free).

@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-/// The on-disk format this build reads and writes: 2 keeps chunk bodies in
-/// segment files (1 kept them in RocksDB's BlobDB).
-pub const FORMAT_VERSION: u32 = 2;
+/// The on-disk format this build reads and writes: 3 adds the journal of small
+/// fsync'ed writes, 2 keeps chunk bodies in segment files (1 kept them in
+/// RocksDB's BlobDB).
+pub const FORMAT_VERSION: u32 = 3;
 /// Chunk bytes a pool buffers in memory (written but not committed) before
 /// writers wait for files to be committed.
 pub const DIRTY_BUDGET: u64 = 128 << 20;
@@ -44,6 +45,9 @@ pub(crate) struct PoolInner {
     pub dirty_bytes: AtomicU64,
     /// [`DIRTY_BUDGET`] unless [`Pool::set_dirty_budget`] changed it.
     pub dirty_budget: AtomicU64,
+    /// The next sequence number of a journal record (see [`crate::writeback::Journal`]);
+    /// the journal is empty once the pool is open, so numbering restarts there.
+    pub journal_seq: AtomicU64,
     /// Held by the one writer that commits files to bring the buffers under
     /// [`DIRTY_BUDGET`]; the others wait for it.
     pub relieving: Mutex<()>,
@@ -200,6 +204,7 @@ impl Pool {
                 chunks: Arc::new(chunks),
                 dirty_bytes: AtomicU64::new(0),
                 dirty_budget: AtomicU64::new(DIRTY_BUDGET),
+                journal_seq: AtomicU64::new(0),
                 relieving: Mutex::new(()),
                 workers: Workers::start(),
                 cleaner: Mutex::new(None),
@@ -207,6 +212,7 @@ impl Pool {
             }),
         };
         pool.remove_pending_volumes()?;
+        pool.replay_journals()?;
         Ok(pool)
     }
 
@@ -216,6 +222,35 @@ impl Pool {
 
     pub(crate) fn engine(&self) -> &dyn Engine {
         &*self.inner.engine
+    }
+
+    /// Opens each volume that has journal records (a crash left them), which
+    /// replays them, so that afterwards no volume has any.
+    fn replay_journals(&self) -> Result<()> {
+        let mut ids = Vec::new();
+        let mut from = Vec::new();
+        loop {
+            let mut next = None;
+            self.engine()
+                .scan(Cf::Journal, &from, &[0xff; 33], &mut |k, _| {
+                    next = Some(keys::read_u64(k, 0));
+                    Ok(false)
+                })?;
+            let Some(id) = next else { break };
+            ids.push(id);
+            from = keys::u64_key(id + 1);
+        }
+        for id in ids {
+            let raw = self.engine().get(Cf::Volumes, &keys::u64_key(id))?;
+            let Some(raw) = raw else {
+                return Err(StoreError::Corrupt(format!(
+                    "journal records of volume id {id}, which has no record"
+                )));
+            };
+            let rec: VolumeRecord = records::decode(&raw, "volume record")?;
+            drop(VolumeInner::open(self.clone(), rec)?);
+        }
+        Ok(())
     }
 
     /// Volumes left half-built or half-deleted by a crash.

@@ -95,9 +95,89 @@ pub(crate) struct FileState<T> {
     /// volume's usage as the sum of these, so it matches the files after a crash.
     pub committed_alloc: u64,
     pub chunks: BTreeMap<u64, Buffered>,
+    /// Which buffered bytes a crash would lose, and the journal records that
+    /// keep the others.
+    pub journal: Journal,
     /// Jobs handed to workers that have not come back.
     pub sealing: usize,
     pub next_job: u64,
+}
+
+/// A file's small fsync'ed writes kept in the journal family instead of
+/// rewriting their chunks. After a crash, a buffered chunk's bytes are its
+/// committed chunk with the file's journal records for it applied in order,
+/// except the ranges in `unsynced`. Records exist only for buffered chunks:
+/// whatever takes a chunk out of the buffer deletes its records in the batch
+/// that commits the change.
+#[derive(Default)]
+pub(crate) struct Journal {
+    /// Per chunk, sorted disjoint byte ranges changed since they were last
+    /// made durable.
+    pub unsynced: BTreeMap<u64, Vec<(u32, u32)>>,
+    /// (chunk, sequence) of the file's records.
+    pub logged: Vec<(u64, u64)>,
+}
+
+/// More separate ranges than this in one chunk are merged into one span.
+const MAX_RANGES: usize = 16;
+
+impl Journal {
+    /// Records that `[from, to)` of chunk `idx` changed.
+    pub fn mark(&mut self, idx: u64, from: u32, to: u32) {
+        if from >= to {
+            return;
+        }
+        let ranges = self.unsynced.entry(idx).or_default();
+        let (mut lo, mut hi) = (from, to);
+        ranges.retain(|&(a, b)| {
+            if b < lo || a > hi {
+                true
+            } else {
+                lo = lo.min(a);
+                hi = hi.max(b);
+                false
+            }
+        });
+        let at = ranges.partition_point(|&(a, _)| a < lo);
+        ranges.insert(at, (lo, hi));
+        if ranges.len() > MAX_RANGES {
+            let span = (ranges[0].0, ranges[ranges.len() - 1].1);
+            *ranges = vec![span];
+        }
+    }
+
+    /// Unsynced bytes: the most in one chunk and the total.
+    pub fn pending(&self) -> (u64, u64) {
+        let mut most = 0;
+        let mut total = 0;
+        for ranges in self.unsynced.values() {
+            let n: u64 = ranges.iter().map(|&(a, b)| (b - a) as u64).sum();
+            most = most.max(n);
+            total += n;
+        }
+        (most, total)
+    }
+
+    /// Chunk `idx` leaves the buffer: the sequences of its records, to delete.
+    pub fn forget(&mut self, idx: u64) -> Vec<u64> {
+        self.unsynced.remove(&idx);
+        let mut seqs = Vec::new();
+        self.logged.retain(|&(i, s)| {
+            if i == idx {
+                seqs.push(s);
+                false
+            } else {
+                true
+            }
+        });
+        seqs
+    }
+
+    /// Every chunk leaves the buffer: all records, to delete.
+    pub fn clear(&mut self) -> Vec<(u64, u64)> {
+        self.unsynced.clear();
+        std::mem::take(&mut self.logged)
+    }
 }
 
 pub(crate) struct FileSlot<T> {
@@ -114,6 +194,7 @@ impl<T> FileSlot<T> {
                 meta,
                 committed_alloc,
                 chunks: BTreeMap::new(),
+                journal: Journal::default(),
                 sealing: 0,
                 next_job: 0,
             })),
@@ -192,5 +273,35 @@ fn run(rx: &Mutex<Receiver<Task>>) {
 impl Drop for Workers {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Journal;
+
+    #[test]
+    fn marks_merge_into_sorted_disjoint_ranges() {
+        let mut j = Journal::default();
+        j.mark(0, 100, 200);
+        j.mark(0, 0, 10);
+        j.mark(0, 150, 300);
+        j.mark(0, 300, 310);
+        j.mark(0, 5, 5);
+        j.mark(1, 7, 9);
+        assert_eq!(j.unsynced[&0], vec![(0, 10), (100, 310)]);
+        assert_eq!(j.pending(), (220, 222));
+        for i in 0..40u32 {
+            j.mark(2, i * 10, i * 10 + 1);
+        }
+        let r = &j.unsynced[&2];
+        assert!(r.len() <= 16, "{r:?}");
+        assert_eq!((r[0].0, r[r.len() - 1].1), (0, 391));
+        assert!(r.windows(2).all(|w| w[0].1 < w[1].0), "{r:?}");
+        j.logged = vec![(0, 1), (1, 2), (0, 3)];
+        assert_eq!(j.forget(0), vec![1, 3]);
+        assert_eq!(j.logged, vec![(1, 2)]);
+        assert_eq!(j.clear(), vec![(1, 2)]);
+        assert!(j.unsynced.is_empty());
     }
 }

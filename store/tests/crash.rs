@@ -1,7 +1,9 @@
 //! Crash test: a child process writes and fsyncs across several files and
 //! many chunks in a loop and is killed with SIGKILL at random points. After
 //! each reopen every acknowledged write reads back exactly, no chunk of an
-//! unacknowledged append is half there, and fsck is clean.
+//! unacknowledged append is half there, and fsck is clean. A database-like
+//! file takes small writes at scattered offsets, each fsync'ed on its own, so
+//! the journal of small writes is replayed after most kills.
 
 mod common;
 use common::*;
@@ -19,6 +21,28 @@ const CHUNK: usize = 64 << 10;
 /// writes: whole chunks that the write-back workers seal while the writer goes on.
 const STREAM: usize = 4 * CHUNK;
 const STREAM_EVERY: u64 = 4;
+
+/// The database-like file: small writes (1–4 KiB) at scattered offsets of a
+/// file of this size, never closed by the child.
+const DB_SIZE: u64 = 16 * CHUNK as u64;
+
+/// Where step `i` writes into the database file, and what.
+fn db_write(i: u64) -> (u64, Vec<u8>) {
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+    let len = 1024 + (x % 3072) as usize;
+    let off = (x >> 20) % (DB_SIZE - len as u64);
+    (off, noise(i * 13 + 3, len))
+}
+
+/// The database file after steps `0..steps`.
+fn db_image(steps: u64) -> Vec<u8> {
+    let mut img = vec![0u8; DB_SIZE as usize];
+    for i in 0..steps {
+        let (off, data) = db_write(i);
+        img[off as usize..off as usize + data.len()].copy_from_slice(&data);
+    }
+    img
+}
 
 fn record(i: u64) -> Vec<u8> {
     noise(i * 31 + 1, RECORD)
@@ -89,6 +113,14 @@ fn crash_child() {
             v.fsync(s).unwrap();
         }
         v.fsync(log).unwrap();
+        let db = file(&v, "db");
+        if v.getattr(db).unwrap().size < DB_SIZE {
+            write_all(&v, db, 0, &db_image(i));
+            v.fsync(db).unwrap();
+        }
+        let (off, data) = db_write(i);
+        write_all(&v, db, off, &data);
+        v.fsync(db).unwrap();
         // One write(2) per line: `writeln!` writes the number and the newline separately,
         // and a kill between the two glued two numbers into one line.
         acked.write_all(format!("{i}\n").as_bytes()).unwrap();
@@ -123,6 +155,31 @@ fn check(v: &Volume, last: Option<u64>, round: usize) {
             log.get(at..at + RECORD) == Some(&record(i)[..]),
             "round {round}: record {i} of {steps} acknowledged but damaged"
         );
+    }
+    // The database file holds every acknowledged step's write; the next step's
+    // write is there whole or not at all.
+    if let Ok(a) = v.lookup(ROOT_INO, name("db")) {
+        let db = read_all(v, a.ino);
+        if db.len() as u64 == DB_SIZE {
+            let (done, next) = (db_image(steps), db_image(steps + 1));
+            let (off, data) = db_write(steps);
+            let region = off as usize..off as usize + data.len();
+            for (at, &b) in db.iter().enumerate() {
+                let ok = if region.contains(&at) {
+                    b == next[at] || b == done[at]
+                } else {
+                    b == done[at]
+                };
+                assert!(ok, "round {round}: db byte {at} of {steps} steps is wrong");
+            }
+            assert!(
+                db[region.clone()] == next[region.clone()] || db[region.clone()] == done[region],
+                "round {round}: db write {steps} (not acknowledged) is half there"
+            );
+        } else {
+            // Laid out in the step after the last acknowledged one (or the first).
+            assert!(db.len() as u64 <= DB_SIZE, "round {round}: db too long");
+        }
     }
     // Append j went to stream j % LOGS at (j / LOGS) * STREAM, in step j * STREAM_EVERY.
     let appends = steps.div_ceil(STREAM_EVERY);

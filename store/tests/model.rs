@@ -67,6 +67,10 @@ enum Op {
         len: u32,
     },
     Snapshot,
+    /// fsync of one file: small writes go to the journal.
+    Fsync {
+        n: usize,
+    },
     Flush,
     Reopen,
 }
@@ -77,6 +81,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1..DIRS).prop_map(|d| Op::Mkdir { d }),
         1 => (1..DIRS).prop_map(|d| Op::Rmdir { d }),
         6 => (n.clone(), 0u32..300_000, 1u32..140_000, any::<u8>()).prop_map(|(n, off, len, seed)| Op::Write { n, off, len, seed }),
+        3 => (n.clone(), 0u32..300_000, 1u32..4096, any::<u8>()).prop_map(|(n, off, len, seed)| Op::Write { n, off, len, seed }),
+        2 => n.clone().prop_map(|n| Op::Fsync { n }),
         2 => (n.clone(), 0u32..300_000).prop_map(|(n, size)| Op::Truncate { n, size }),
         2 => (n.clone(), 0u32..300_000, 1u32..200_000).prop_map(|(n, off, len)| Op::Punch { n, off, len }),
         2 => (n.clone(), n.clone()).prop_map(|(from, to)| Op::Rename { from, to }),
@@ -374,6 +380,11 @@ impl World {
                     dirs,
                     contents,
                 });
+            }
+            Op::Fsync { n } => {
+                if let Some(&f) = self.names.get(&n) {
+                    self.v().fsync(self.inos[&f]).unwrap();
+                }
             }
             Op::Flush => self.v().sync().unwrap(),
             Op::Reopen => {

@@ -22,7 +22,7 @@ fn second_open_of_a_pool_names_the_holder() {
 #[test]
 fn other_formats_are_refused_by_name() {
     // 1 is the format that kept chunks in RocksDB's BlobDB; 99 is from a newer build.
-    for found in [1u32, 99] {
+    for found in [1u32, 2, 99] {
         let dir = tempfile::tempdir().unwrap();
         drop(Pool::open(dir.path()).unwrap());
         {

@@ -124,6 +124,7 @@ impl VolumeInner {
             let piece = &data[pos..pos + n];
             pos += n;
             let whole = at == 0 && n == cs;
+            st.journal.mark(idx, at as u32, (at + n) as u32);
             let (mut buf, mut sequential) = match st.chunks.remove(&idx) {
                 Some(b) => {
                     added -= b.bytes().len() as i64;
@@ -465,8 +466,8 @@ impl Volume {
     }
 
     pub fn fsync(&self, ino: Ino) -> Result<()> {
-        self.flush(ino)?;
-        self.inner.pool.engine().sync()
+        let _b = self.inner.enter();
+        self.inner.sync_file(ino)
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -594,6 +595,7 @@ impl Volume {
                 None => vol.load_stored(ino)?,
             },
             chunks: BTreeMap::new(),
+            journal: Default::default(),
             sealing: 0,
             next_job: 0,
         };
@@ -706,10 +708,13 @@ impl Volume {
         vol.with_file(dst, |_, st| {
             let charge = vol.charge(st, dst, st.meta.size, didx * cs, cs)?;
             vol.check_quota(charge)?;
+            let mut batch = Batch::default();
             if let Some(b) = st.chunks.remove(&didx) {
                 vol.account(-(b.bytes().len() as i64));
             }
-            let mut batch = Batch::default();
+            for seq in st.journal.forget(didx) {
+                batch.delete(Cf::Journal, keys::quad(vol.id, dst, didx, seq));
+            }
             let key = keys::triple(vol.id, dst, didx);
             if let Some(old) = vol.chunk_ref(dst, didx)? {
                 batch.add_ref(&old.hash, -1);

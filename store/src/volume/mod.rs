@@ -33,7 +33,7 @@ use crate::writeback::{self, Buffered, FileSlot, FileState, Sealed};
 use dashmap::mapref::entry::Entry;
 use dashmap::{DashMap, DashSet};
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +126,11 @@ fn require_file(r: &InodeRecord, what: &str) -> Result<()> {
     }
 }
 
+/// An fsync journals a chunk's unsynced bytes only up to this share of the
+/// chunk (1/4) and [`JOURNAL_MAX`] in all; larger ones commit their chunks.
+const JOURNAL_CHUNK_SHARE: u64 = 4;
+const JOURNAL_MAX: u64 = 1 << 20;
+
 /// Bytes of chunk `idx` that lie below `size`.
 fn chunk_len(cs: u64, idx: u64, size: u64) -> u64 {
     size.saturating_sub(idx * cs).min(cs)
@@ -158,6 +163,7 @@ impl VolumeInner {
             holders: RwLock::default(),
             unlinked: DashSet::new(),
         });
+        inner.replay_journal()?;
         inner.purge_orphans()?;
         Ok(inner)
     }
@@ -280,7 +286,18 @@ impl VolumeInner {
     /// Commits `batch` with the volume record, whose committed usage changes by
     /// `used_delta` (the change of the `alloc` of the inodes in the batch). With
     /// `appended` the batch references segment bytes, made durable first.
-    fn commit(&self, mut batch: Batch, appended: bool, used_delta: i64) -> Result<()> {
+    fn commit(&self, batch: Batch, appended: bool, used_delta: i64) -> Result<()> {
+        self.commit_with(batch, appended, used_delta, false)
+    }
+
+    /// [`VolumeInner::commit`], durable before it returns with `sync`.
+    fn commit_with(
+        &self,
+        mut batch: Batch,
+        appended: bool,
+        used_delta: i64,
+        sync: bool,
+    ) -> Result<()> {
         if appended {
             self.pool.inner.chunks.segments.make_durable()?;
         }
@@ -296,7 +313,7 @@ impl VolumeInner {
             keys::u64_key(self.id),
             records::encode(&stored),
         );
-        self.pool.engine().write(batch, false)?;
+        self.pool.engine().write(batch, sync)?;
         self.committed_used.store(used, Ordering::Relaxed);
         Ok(())
     }
@@ -432,6 +449,10 @@ impl VolumeInner {
             keys::pair(self.id, ino),
             records::encode(&inode),
         );
+        // Every buffered chunk is in the batch: the journal's records are spent.
+        for &(idx, seq) in &st.journal.logged {
+            batch.delete(Cf::Journal, keys::quad(self.id, ino, idx, seq));
+        }
         if refund > 0 {
             // Before the commit, which writes the volume record with the batch.
             let mut rec = self.rec.lock();
@@ -444,6 +465,7 @@ impl VolumeInner {
     fn settle(&self, st: &mut State, staged: Staged) {
         let freed: usize = st.chunks.values().map(|b| b.bytes().len()).sum();
         st.chunks.clear();
+        st.journal.clear();
         self.account(-(freed as i64));
         st.committed_alloc = staged.inode.alloc;
         st.meta = staged.inode;
@@ -490,6 +512,141 @@ impl VolumeInner {
             self.commit_file(ino, &mut st, Batch::default())?;
         }
         self.retire(ino, &mut st);
+        Ok(())
+    }
+
+    /// Makes the file's buffered writes durable (fsync). Small ones go to the
+    /// journal with the inode in one synced batch, the chunks staying buffered;
+    /// otherwise the file commits as on flush and the WAL is synced.
+    fn sync_file(&self, ino: Ino) -> Result<()> {
+        if let Some(slot) = self.peek(ino) {
+            let mut st = slot.state.lock();
+            if !st.dead && !st.chunks.is_empty() && self.log_small_writes(ino, &mut st)? {
+                return Ok(());
+            }
+            drop(st);
+            self.flush_slot(ino, &slot)?;
+        }
+        self.pool.engine().sync()
+    }
+
+    /// Writes the unsynced ranges of the file's buffered chunks to the journal,
+    /// with the inode, in one synced batch: one device flush, and no chunk is
+    /// rewritten for a small write. False (nothing done) when the ranges are
+    /// too large for that to pay.
+    fn log_small_writes(&self, ino: Ino, st: &mut State) -> Result<bool> {
+        let (most, total) = st.journal.pending();
+        if most > self.chunk_size / JOURNAL_CHUNK_SHARE || total > JOURNAL_MAX {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        let mut logged = Vec::new();
+        for (&idx, ranges) in &st.journal.unsynced {
+            let Some(buf) = st.chunks.get(&idx) else {
+                continue;
+            };
+            let bytes = buf.bytes();
+            for &(a, b) in ranges {
+                let (a, b) = (a as usize, (b as usize).min(bytes.len()));
+                if a >= b {
+                    // Past the buffer's end: zeros, which the replay pads with.
+                    continue;
+                }
+                let seq = self.pool.inner.journal_seq.fetch_add(1, Ordering::Relaxed);
+                let mut value = Vec::with_capacity(4 + b - a);
+                value.extend_from_slice(&(a as u32).to_be_bytes());
+                value.extend_from_slice(&bytes[a..b]);
+                batch.put(Cf::Journal, keys::quad(self.id, ino, idx, seq), value);
+                logged.push((idx, seq));
+            }
+        }
+        batch.put(
+            Cf::Inodes,
+            keys::pair(self.id, ino),
+            records::encode(&st.meta),
+        );
+        let delta = st.meta.alloc as i64 - st.committed_alloc as i64;
+        self.commit_with(batch, false, delta, true)?;
+        st.committed_alloc = st.meta.alloc;
+        st.journal.unsynced.clear();
+        st.journal.logged.extend(logged);
+        Ok(true)
+    }
+
+    /// Applies the journal records a crash left (see [`crate::writeback::Journal`])
+    /// to their chunks and commits them. Runs when the volume opens.
+    fn replay_journal(&self) -> Result<()> {
+        let mut records: BTreeMap<Ino, Vec<(u64, u64, Vec<u8>)>> = BTreeMap::new();
+        self.pool.engine().scan(
+            Cf::Journal,
+            &keys::u64_key(self.id),
+            &keys::u64_key(self.id + 1),
+            &mut |k, v| {
+                if k.len() != 32 || v.len() < 4 {
+                    return Err(StoreError::Corrupt(format!(
+                        "volume {}: malformed journal record",
+                        self.name
+                    )));
+                }
+                let (ino, idx, seq) = (
+                    keys::read_u64(k, 8),
+                    keys::read_u64(k, 16),
+                    keys::read_u64(k, 24),
+                );
+                records.entry(ino).or_default().push((idx, seq, v.to_vec()));
+                Ok(true)
+            },
+        )?;
+        let _b = self.enter();
+        let cs = self.chunk_size as usize;
+        for (ino, recs) in records {
+            let slot = match self.slot(ino) {
+                Ok(s) => s,
+                Err(StoreError::NotFound(_)) => {
+                    // The inode went in the same batch as its records should have.
+                    let mut batch = Batch::default();
+                    for (idx, seq, _) in &recs {
+                        batch.delete(Cf::Journal, keys::quad(self.id, ino, *idx, *seq));
+                    }
+                    self.pool.engine().write(batch, false)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut st = slot.state.lock();
+            for (idx, seq, value) in recs {
+                let at = u32::from_be_bytes(value[..4].try_into().unwrap()) as usize;
+                let bytes = &value[4..];
+                if at + bytes.len() > cs {
+                    return Err(StoreError::Corrupt(format!(
+                        "volume {}: journal record of inode {ino} past its chunk",
+                        self.name
+                    )));
+                }
+                let mut buf = match st.chunks.remove(&idx) {
+                    Some(b) => {
+                        self.account(-(b.bytes().len() as i64));
+                        b.into_dirty()
+                    }
+                    None => self.chunk_bytes(ino, idx)?,
+                };
+                if buf.len() < at + bytes.len() {
+                    buf.resize(at + bytes.len(), 0);
+                }
+                buf[at..at + bytes.len()].copy_from_slice(bytes);
+                self.account(buf.len() as i64);
+                st.chunks.insert(
+                    idx,
+                    Buffered::Dirty {
+                        data: buf,
+                        sequential: false,
+                    },
+                );
+                st.journal.logged.push((idx, seq));
+            }
+            self.commit_file(ino, &mut st, Batch::default())?;
+            self.retire(ino, &mut st);
+        }
         Ok(())
     }
 

@@ -191,7 +191,13 @@ impl<'a> Txn<'a> {
         let st = self.hold(ino)?;
         let freed: usize = st.chunks.values().map(|b| b.bytes().len()).sum();
         st.chunks.clear();
+        // Cleared once the batch commits (a failed commit leaves the records).
+        let logged = st.journal.logged.clone();
         vol.account(-(freed as i64));
+        for (idx, seq) in logged {
+            self.batch
+                .delete(Cf::Journal, keys::quad(id, ino, idx, seq));
+        }
         {
             let mut rec = vol.rec.lock();
             rec.used = rec.used.saturating_sub(r.alloc);
@@ -247,6 +253,7 @@ impl<'a> Txn<'a> {
                 None => {
                     if let Some(st) = self.held.get_mut(&ino) {
                         st.chunks.clear();
+                        st.journal.clear();
                     }
                     vol.unlinked.remove(&ino);
                 }
