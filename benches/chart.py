@@ -13,8 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"tessera": "#d62728", "native": "#7f7f7f", "juicefs": "#1f77b4", "bindfs": "#2ca02c"}
-NAMES = {"tessera": "Tessera", "native": "native", "juicefs": "JuiceFS", "bindfs": "bindfs"}
+COLORS = {"tessera": "#d62728", "native": "#7f7f7f", "juicefs": "#1f77b4", "juicefs-redis": "#9467bd",
+          "bindfs": "#2ca02c"}
+NAMES = {"tessera": "Tessera", "native": "native", "juicefs": "JuiceFS (SQLite)", "juicefs-redis": "JuiceFS (Redis)",
+         "bindfs": "bindfs"}
 SHORT = {
     "seq-write-1m": "seq write 1M", "seq-read-1m": "seq read 1M",
     "rand-read-4k-psync": "rand read 4k psync", "rand-read-4k-libaio16": "rand read 4k aio16",
@@ -38,7 +40,7 @@ def main():
     with open(sys.argv[1]) as f:
         res = json.load(f)
     jobs = [j for j in res["jobs"] if j["kind"] in ("fio", "metadata", "pgbench")]
-    systems = [s for s in ("tessera", "juicefs", "bindfs", "native") if s in res["measured_systems"]]
+    systems = [s for s in ("tessera", "juicefs", "juicefs-redis", "bindfs", "native") if s in res["measured_systems"]]
 
     snap = next((j for j in res["jobs"] if j["id"] == "snapshot"), {})
     pts = snap.get("points", [])
