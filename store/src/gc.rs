@@ -73,6 +73,11 @@ impl Pool {
         progress(total, total);
         let disk_after: u64 = chunks.segments.segments()?.iter().map(|s| s.1).sum();
         report.bytes_freed = disk_before.saturating_sub(disk_after) + inline_freed;
+        drop(_gate);
+        // Journal records live briefly, but those a memtable flush wrote out stay
+        // on disk (with their deletions) until a compaction: fsync-heavy work
+        // left hundreds of MiB of them.
+        engine.compact(Cf::Journal)?;
         Ok(report)
     }
 

@@ -63,25 +63,94 @@ pub(crate) enum Buffered {
     Sealing { data: Arc<Vec<u8>>, job: u64 },
     /// Sealed; waits for the file's commit.
     Sealed { data: Arc<Vec<u8>>, sealed: Sealed },
+    /// Small writes into a stored chunk, kept as sorted, disjoint extents over
+    /// the file's committed chunk, which is read only when the chunk commits
+    /// (or the extents grow past [`PATCH_MAX`]): a random 4 KiB write costs a
+    /// 4 KiB buffer, not a read of the whole chunk and a chunk of memory.
+    Patch { extents: Vec<(u32, Vec<u8>)> },
 }
 
+/// A patch holding more than a quarter of its chunk, or this many extents,
+/// is merged with its chunk's bytes into a whole buffer.
+pub(crate) const PATCH_EXTENTS: usize = 64;
+
+/// See [`PATCH_EXTENTS`]: the share of the chunk (1/4).
+pub(crate) const PATCH_MAX: u64 = 4;
+
 impl Buffered {
+    /// The bytes of a whole buffer. A patch has none (callers merge it first).
     pub fn bytes(&self) -> &[u8] {
         match self {
             Buffered::Dirty { data, .. } => data,
             Buffered::Sealing { data, .. } | Buffered::Sealed { data, .. } => data,
+            Buffered::Patch { .. } => {
+                debug_assert!(false, "bytes() of a patch");
+                &[]
+            }
         }
     }
 
-    /// The bytes as a buffer to modify (copied only if a worker still has them).
-    pub fn into_dirty(self) -> Vec<u8> {
+    /// The memory the buffer holds (what the dirty budget counts).
+    pub fn mem(&self) -> usize {
         match self {
+            Buffered::Patch { extents } => extents.iter().map(|(_, d)| d.len()).sum(),
+            other => other.bytes().len(),
+        }
+    }
+
+    /// The bytes as a buffer to modify (copied only if a worker still has them);
+    /// a patch is applied to `base`, its chunk's committed bytes, which only a
+    /// patch needs.
+    pub fn into_dirty(
+        self,
+        base: impl FnOnce() -> crate::error::Result<Vec<u8>>,
+    ) -> crate::error::Result<Vec<u8>> {
+        Ok(match self {
             Buffered::Dirty { data, .. } => data,
             Buffered::Sealing { data, .. } | Buffered::Sealed { data, .. } => {
                 Arc::try_unwrap(data).unwrap_or_else(|shared| shared.to_vec())
             }
-        }
+            Buffered::Patch { extents } => {
+                let mut data = base()?;
+                apply(&mut data, &extents);
+                data
+            }
+        })
     }
+}
+
+/// Writes `extents` over `data`, growing it where they reach past its end.
+pub(crate) fn apply(data: &mut Vec<u8>, extents: &[(u32, Vec<u8>)]) {
+    for (at, bytes) in extents {
+        let (at, end) = (*at as usize, *at as usize + bytes.len());
+        if data.len() < end {
+            data.resize(end, 0);
+        }
+        data[at..end].copy_from_slice(bytes);
+    }
+}
+
+/// Writes `data` at `at` into sorted, disjoint extents: the extents it
+/// overlaps or touches merge with it into one, the new bytes on top.
+pub(crate) fn patch(extents: &mut Vec<(u32, Vec<u8>)>, at: u32, data: &[u8]) {
+    let end = at + data.len() as u32;
+    let first = extents.partition_point(|(a, d)| a + (d.len() as u32) < at);
+    let last = extents.partition_point(|(a, _)| *a <= end);
+    if first >= last {
+        extents.insert(first, (at, data.to_vec()));
+        return;
+    }
+    let lo = at.min(extents[first].0);
+    let (la, ld) = &extents[last - 1];
+    let hi = end.max(la + ld.len() as u32);
+    let mut merged = vec![0u8; (hi - lo) as usize];
+    for (a, d) in extents.drain(first..last) {
+        let o = (a - lo) as usize;
+        merged[o..o + d.len()].copy_from_slice(&d);
+    }
+    let o = (at - lo) as usize;
+    merged[o..o + data.len()].copy_from_slice(data);
+    extents.insert(first, (lo, merged));
 }
 
 /// The buffered state of one file. Lives in its volume's file table while the
@@ -278,7 +347,33 @@ impl Drop for Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::Journal;
+    use super::{patch, Journal};
+
+    #[test]
+    fn patches_merge_like_a_buffer() {
+        let mut model = vec![0u8; 300];
+        let mut ext = Vec::new();
+        let mut x = 7u32;
+        for i in 0..500u32 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let at = (x >> 8) % 280;
+            let len = 1 + (x >> 20) % 20;
+            let data: Vec<u8> = (0..len).map(|k| (i + k) as u8 | 1).collect();
+            patch(&mut ext, at, &data);
+            model[at as usize..(at + len) as usize].copy_from_slice(&data);
+            let mut img = vec![0u8; 300];
+            for w in ext.windows(2) {
+                assert!(
+                    w[0].0 + (w[0].1.len() as u32) < w[1].0,
+                    "disjoint, not touching"
+                );
+            }
+            for (a, d) in &ext {
+                img[*a as usize..*a as usize + d.len()].copy_from_slice(d);
+            }
+            assert_eq!(img, model, "step {i}");
+        }
+    }
 
     #[test]
     fn marks_merge_into_sorted_disjoint_ranges() {

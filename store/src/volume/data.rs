@@ -7,7 +7,7 @@ use crate::error::{Result, StoreError};
 use crate::keys::{self, Cf};
 use crate::records::{self, ChunkRef, InodeRecord};
 use crate::types::*;
-use crate::writeback::{self, Buffered};
+use crate::writeback::{self, Buffered, PATCH_EXTENTS, PATCH_MAX};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -125,9 +125,33 @@ impl VolumeInner {
             pos += n;
             let whole = at == 0 && n == cs;
             st.journal.mark(idx, at as u32, (at + n) as u32);
-            let (mut buf, mut sequential) = match st.chunks.remove(&idx) {
-                Some(b) => {
-                    added -= b.bytes().len() as i64;
+            // A small write into a stored chunk (or into a patch with room left)
+            // becomes an extent over it; the chunk is read when it commits.
+            let room = self.chunk_size / PATCH_MAX;
+            let into_patch = !whole
+                && match st.chunks.get(&idx) {
+                    Some(b @ Buffered::Patch { extents }) => {
+                        (b.mem() + n) as u64 <= room && extents.len() < PATCH_EXTENTS
+                    }
+                    Some(_) => false,
+                    None => n as u64 <= room && self.chunk_ref(ino, idx)?.is_some(),
+                };
+            if into_patch {
+                let mut extents = match st.chunks.remove(&idx) {
+                    Some(Buffered::Patch { extents }) => extents,
+                    _ => Vec::new(),
+                };
+                let before: usize = extents.iter().map(|(_, d)| d.len()).sum();
+                writeback::patch(&mut extents, at as u32, piece);
+                let after: usize = extents.iter().map(|(_, d)| d.len()).sum();
+                added += after as i64 - before as i64;
+                st.chunks.insert(idx, Buffered::Patch { extents });
+                continue;
+            }
+            let taken = if whole {
+                // Overwritten whole: a patch's stored chunk is not needed.
+                st.chunks.remove(&idx).map(|b| {
+                    let mem = b.mem();
                     let sequential = matches!(
                         b,
                         Buffered::Dirty {
@@ -135,7 +159,23 @@ impl VolumeInner {
                             ..
                         }
                     );
-                    (b.into_dirty(), sequential)
+                    (b.into_dirty(|| Ok(Vec::new())), mem, sequential)
+                })
+            } else {
+                let sequential = matches!(
+                    st.chunks.get(&idx),
+                    Some(Buffered::Dirty {
+                        sequential: true,
+                        ..
+                    })
+                );
+                self.take_dirty(ino, st, idx)?
+                    .map(|(data, mem)| (Ok(data), mem, sequential))
+            };
+            let (mut buf, mut sequential) = match taken {
+                Some((data, mem, sequential)) => {
+                    added -= mem as i64;
+                    (data?, sequential)
                 }
                 // A partial write into a stored chunk starts from its bytes (one
                 // chunk-map lookup; a hole reads as empty).
@@ -277,16 +317,16 @@ impl VolumeInner {
             let dropped: Vec<u64> = st.chunks.range(first_gone..).map(|(&i, _)| i).collect();
             for idx in dropped {
                 let buf = st.chunks.remove(&idx).unwrap();
-                freed += buf.bytes().len() as i64;
+                freed += buf.mem() as i64;
                 if !stored.contains(&idx) {
                     refund += chunk_len(cs, idx, old_size);
                 }
             }
             if tail_present {
-                let mut buf = match st.chunks.remove(&tail_idx) {
-                    Some(b) => {
-                        freed += b.bytes().len() as i64;
-                        b.into_dirty()
+                let mut buf = match self.take_dirty(ino, st, tail_idx)? {
+                    Some((data, mem)) => {
+                        freed += mem as i64;
+                        data
                     }
                     None => self.chunk_bytes(ino, tail_idx)?,
                 };
@@ -359,6 +399,7 @@ impl VolumeInner {
         offset: u64,
         end: u64,
         out: &mut [u8],
+        overlays: &mut Vec<(u64, Vec<u8>)>,
     ) -> Result<Fetch> {
         let cs = self.chunk_size;
         let mut fetch = Vec::new();
@@ -366,7 +407,19 @@ impl VolumeInner {
             let chunk_start = idx * cs;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + cs);
-            if let Some(buf) = buffered.and_then(|b| b.get(&idx)) {
+            if let Some(Buffered::Patch { extents }) = buffered.and_then(|b| b.get(&idx)) {
+                // The stored chunk, then the patch's extents over it.
+                if let Some(cref) = self.chunk_ref(ino, idx)? {
+                    fetch.push((cref, chunk_start, from, to));
+                }
+                for (a, d) in extents {
+                    let ea = chunk_start + *a as u64;
+                    let (lo, hi) = (ea.max(from), (ea + d.len() as u64).min(to));
+                    if lo < hi {
+                        overlays.push((lo, d[(lo - ea) as usize..(hi - ea) as usize].to_vec()));
+                    }
+                }
+            } else if let Some(buf) = buffered.and_then(|b| b.get(&idx)) {
                 copy_part(out, offset, buf.bytes(), chunk_start, from, to);
             } else if let Some(cref) = self.chunk_ref(ino, idx)? {
                 fetch.push((cref, chunk_start, from, to));
@@ -380,6 +433,7 @@ impl Volume {
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>> {
         let vol = &*self.inner;
         let _b = vol.enter();
+        let mut overlays = Vec::new();
         let (out, fetch, _gate) = loop {
             let slot = vol.peek(ino);
             let guard = slot.as_ref().map(|s| s.state.lock());
@@ -402,6 +456,7 @@ impl Volume {
                 offset,
                 end,
                 &mut out,
+                &mut overlays,
             )?;
             // Taken before the slot goes, so no gc drops a chunk a commit replaces.
             let gate = vol.pool.inner.gate.read_recursive();
@@ -423,6 +478,10 @@ impl Volume {
                 (from - chunk_start) as usize,
                 &mut out[at],
             )?;
+        }
+        for (at, bytes) in overlays {
+            let o = (at - offset) as usize;
+            out[o..o + bytes.len()].copy_from_slice(&bytes);
         }
         Ok(out)
     }
@@ -504,7 +563,7 @@ impl Volume {
                 if from == cstart && to >= cstart + clen {
                     let had = st.chunks.remove(&idx);
                     if let Some(b) = &had {
-                        added -= b.bytes().len() as i64;
+                        added -= b.mem() as i64;
                     }
                     if let Some(cref) = vol.chunk_ref(ino, idx)? {
                         batch.add_ref(&cref.hash, -1);
@@ -514,10 +573,10 @@ impl Volume {
                         refund += clen;
                     }
                 } else if vol.present(st, ino, idx)? {
-                    let mut buf = match st.chunks.remove(&idx) {
-                        Some(b) => {
-                            added -= b.bytes().len() as i64;
-                            b.into_dirty()
+                    let mut buf = match vol.take_dirty(ino, st, idx)? {
+                        Some((data, mem)) => {
+                            added -= mem as i64;
+                            data
                         }
                         None => vol.chunk_bytes(ino, idx)?,
                     };
@@ -710,7 +769,7 @@ impl Volume {
             vol.check_quota(charge)?;
             let mut batch = Batch::default();
             if let Some(b) = st.chunks.remove(&didx) {
-                vol.account(-(b.bytes().len() as i64));
+                vol.account(-(b.mem() as i64));
             }
             for seq in st.journal.forget(didx) {
                 batch.delete(Cf::Journal, keys::quad(vol.id, dst, didx, seq));

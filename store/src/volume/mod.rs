@@ -365,6 +365,27 @@ impl VolumeInner {
         }
     }
 
+    /// Chunk `idx`'s stored bytes with a patch's extents applied.
+    fn patched(&self, ino: Ino, idx: u64, extents: &[(u32, Vec<u8>)]) -> Result<Vec<u8>> {
+        let mut data = self.chunk_bytes(ino, idx)?;
+        writeback::apply(&mut data, extents);
+        Ok(data)
+    }
+
+    /// Takes chunk `idx` out of the file's buffer as bytes to modify (a patch
+    /// merged with its stored chunk), with the memory it held. On an error
+    /// nothing has changed.
+    fn take_dirty(&self, ino: Ino, st: &mut State, idx: u64) -> Result<Option<(Vec<u8>, usize)>> {
+        let base = match st.chunks.get(&idx) {
+            None => return Ok(None),
+            Some(Buffered::Patch { .. }) => self.chunk_bytes(ino, idx)?,
+            Some(_) => Vec::new(),
+        };
+        let b = st.chunks.remove(&idx).expect("looked up above");
+        let mem = b.mem();
+        Ok(Some((b.into_dirty(|| Ok(base))?, mem)))
+    }
+
     /// Seals `data` on this thread.
     fn seal(&self, data: &[u8]) -> Result<Sealed> {
         let inner = &self.pool.inner;
@@ -401,6 +422,13 @@ impl VolumeInner {
                         } =>
                 {
                     sealed.clone()
+                }
+                Buffered::Patch { extents } => {
+                    // Merged here, one chunk at a time: a file with thousands of
+                    // patches never holds all its chunks in memory at once.
+                    let mut data = self.patched(ino, idx, extents)?;
+                    data.resize(len, 0);
+                    self.seal(&data)?
                 }
                 other => {
                     let bytes = other.bytes();
@@ -463,7 +491,7 @@ impl VolumeInner {
 
     /// Applies a committed [`Staged`] to the file's slot: its buffers are gone.
     fn settle(&self, st: &mut State, staged: Staged) {
-        let freed: usize = st.chunks.values().map(|b| b.bytes().len()).sum();
+        let freed: usize = st.chunks.values().map(|b| b.mem()).sum();
         st.chunks.clear();
         st.journal.clear();
         self.account(-(freed as i64));
@@ -545,19 +573,38 @@ impl VolumeInner {
             let Some(buf) = st.chunks.get(&idx) else {
                 continue;
             };
-            let bytes = buf.bytes();
             for &(a, b) in ranges {
-                let (a, b) = (a as usize, (b as usize).min(bytes.len()));
-                if a >= b {
-                    // Past the buffer's end: zeros, which the replay pads with.
-                    continue;
+                let (a, b) = (a as usize, b as usize);
+                // The changed bytes: of a patch, its extents (the rest of a range
+                // merged over gaps is the stored chunk, durable already); of a
+                // buffer, up to its end (zeros past it, which the replay pads).
+                let pieces: Vec<(usize, &[u8])> = match buf {
+                    Buffered::Patch { extents } => extents
+                        .iter()
+                        .filter_map(|(ea, d)| {
+                            let ea = *ea as usize;
+                            let (lo, hi) = (ea.max(a), (ea + d.len()).min(b));
+                            (lo < hi).then(|| (lo, &d[lo - ea..hi - ea]))
+                        })
+                        .collect(),
+                    other => {
+                        let bytes = other.bytes();
+                        let hi = b.min(bytes.len());
+                        if a < hi {
+                            vec![(a, &bytes[a..hi])]
+                        } else {
+                            Vec::new()
+                        }
+                    }
+                };
+                for (at, piece) in pieces {
+                    let seq = self.pool.inner.journal_seq.fetch_add(1, Ordering::Relaxed);
+                    let mut value = Vec::with_capacity(4 + piece.len());
+                    value.extend_from_slice(&(at as u32).to_be_bytes());
+                    value.extend_from_slice(piece);
+                    batch.put(Cf::Journal, keys::quad(self.id, ino, idx, seq), value);
+                    logged.push((idx, seq));
                 }
-                let seq = self.pool.inner.journal_seq.fetch_add(1, Ordering::Relaxed);
-                let mut value = Vec::with_capacity(4 + b - a);
-                value.extend_from_slice(&(a as u32).to_be_bytes());
-                value.extend_from_slice(&bytes[a..b]);
-                batch.put(Cf::Journal, keys::quad(self.id, ino, idx, seq), value);
-                logged.push((idx, seq));
             }
         }
         batch.put(
@@ -623,10 +670,10 @@ impl VolumeInner {
                         self.name
                     )));
                 }
-                let mut buf = match st.chunks.remove(&idx) {
-                    Some(b) => {
-                        self.account(-(b.bytes().len() as i64));
-                        b.into_dirty()
+                let mut buf = match self.take_dirty(ino, &mut st, idx)? {
+                    Some((data, mem)) => {
+                        self.account(-(mem as i64));
+                        data
                     }
                     None => self.chunk_bytes(ino, idx)?,
                 };

@@ -189,7 +189,7 @@ impl<'a> Txn<'a> {
         self.batch.delete(Cf::Inodes, from.clone());
         self.batch.delete(Cf::Orphans, from);
         let st = self.hold(ino)?;
-        let freed: usize = st.chunks.values().map(|b| b.bytes().len()).sum();
+        let freed: usize = st.chunks.values().map(|b| b.mem()).sum();
         st.chunks.clear();
         // Cleared once the batch commits (a failed commit leaves the records).
         let logged = st.journal.logged.clone();
