@@ -45,8 +45,11 @@
 //! ## A chunk's life
 //! Files are cut into fixed-size chunks aligned to file offsets (256 KiB by
 //! default, 64 KiB–4 MiB per volume). A write is copied once, into the file's
-//! **chunk buffer** in memory (a 4 KiB write is a memcpy, not a 1 MiB rewrite;
-//! a partial write into a stored chunk reads that chunk once). A chunk filled
+//! **chunk buffer** in memory (a 4 KiB write is a memcpy, not a chunk rewrite).
+//! Small writes into a stored chunk are kept as a **patch**, sorted extents
+//! over it (up to a quarter of the chunk), and the stored chunk is read only
+//! when the file commits; reads lay the extents over the stored bytes; a
+//! larger write merges the patch with the chunk first. A chunk filled
 //! by a sequential stream is handed to the pool's **write-back workers** as
 //! soon as it is full; the others wait for the file's commit. **Sealing** a
 //! chunk hashes it with BLAKE3; an all-zero chunk becomes a hole (no key);
