@@ -167,6 +167,68 @@ fn small_overwrites_read_back_and_cost_one_chunk() {
 }
 
 #[test]
+fn small_writes_into_stored_chunks_buffer_only_their_bytes() {
+    let (d, pool) = pool();
+    pool.create_volume("v", opts(DEFAULT_CAPACITY, 256 << 10))
+        .unwrap();
+    let v = pool.open_volume("v").unwrap();
+    let f = create(&v, ROOT_INO, "f").ino;
+    let mut model = noise(5, 4 * MIB as usize);
+    write_all(&v, f, 0, &model);
+    v.flush(f).unwrap();
+    assert_eq!(pool.dirty_bytes(), 0);
+    // 64 writes of 1 KiB spread over all 16 chunks, some overlapping and touching.
+    for i in 0..64u64 {
+        let off = (i * 65_537 + (i % 3) * 512) % (4 * MIB - 1024);
+        let block = noise(200 + i, 1024);
+        write_all(&v, f, off, &block);
+        model[off as usize..off as usize + 1024].copy_from_slice(&block);
+    }
+    // Patches hold the written bytes, not the 16 chunks (4 MiB) they touch.
+    assert!(
+        pool.dirty_bytes() <= 64 << 10,
+        "{} bytes buffered",
+        pool.dirty_bytes()
+    );
+    assert_eq!(read_all(&v, f), model);
+    let mut part = vec![0u8; 3000];
+    for (k, at) in [0u64, 65_000, 1_000_000, 4 * MIB - 3000]
+        .into_iter()
+        .enumerate()
+    {
+        let got = v.read(f, at, 3000).unwrap();
+        part.copy_from_slice(&model[at as usize..at as usize + 3000]);
+        assert_eq!(got, part, "read {k} at {at}");
+    }
+    // fsync journals the patches; a larger write into a patched chunk merges it.
+    v.fsync(f).unwrap();
+    let big = noise(9, 100_000);
+    write_all(&v, f, 300_000, &big);
+    model[300_000..400_000].copy_from_slice(&big);
+    assert_eq!(read_all(&v, f), model);
+    // Truncating into a patched chunk, then growing it back, reads zeros past the cut.
+    v.setattr(
+        f,
+        &SetAttr {
+            size: Some(3 * MIB + 5_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    model.truncate(3 * MIB as usize + 5_000);
+    write_all(&v, f, 3 * MIB + 10_000, b"end");
+    model.resize(3 * MIB as usize + 10_000, 0);
+    model.extend_from_slice(b"end");
+    assert_eq!(read_all(&v, f), model);
+    drop(v);
+    drop(pool);
+    let pool = Pool::open(d.path()).unwrap();
+    let v = pool.open_volume("v").unwrap();
+    assert_eq!(read_all(&v, f), model);
+    assert!(pool.fsck(false).unwrap().is_clean());
+}
+
+#[test]
 fn sparse_files_store_no_chunks_for_holes() {
     let (_d, pool) = pool();
     pool.create_volume("v", VolumeOptions::default()).unwrap();
