@@ -128,13 +128,18 @@ impl VolumeInner {
             // A small write into a stored chunk (or into a patch with room left)
             // becomes an extent over it; the chunk is read when it commits.
             let room = self.chunk_size / PATCH_MAX;
+            // The stored chunk of a partial write into an unbuffered chunk.
+            let stored = match st.chunks.get(&idx) {
+                None if !whole => self.chunk_ref(ino, idx)?,
+                _ => None,
+            };
             let into_patch = !whole
                 && match st.chunks.get(&idx) {
                     Some(b @ Buffered::Patch { extents }) => {
                         (b.mem() + n) as u64 <= room && extents.len() < PATCH_EXTENTS
                     }
                     Some(_) => false,
-                    None => n as u64 <= room && self.chunk_ref(ino, idx)?.is_some(),
+                    None => n as u64 <= room && stored.is_some(),
                 };
             if into_patch {
                 let mut extents = match st.chunks.remove(&idx) {
@@ -148,41 +153,36 @@ impl VolumeInner {
                 st.chunks.insert(idx, Buffered::Patch { extents });
                 continue;
             }
+            let was_sequential = matches!(
+                st.chunks.get(&idx),
+                Some(Buffered::Dirty {
+                    sequential: true,
+                    ..
+                })
+            );
             let taken = if whole {
                 // Overwritten whole: a patch's stored chunk is not needed.
-                st.chunks.remove(&idx).map(|b| {
-                    let mem = b.mem();
-                    let sequential = matches!(
-                        b,
-                        Buffered::Dirty {
-                            sequential: true,
-                            ..
-                        }
-                    );
-                    (b.into_dirty(|| Ok(Vec::new())), mem, sequential)
-                })
+                match st.chunks.remove(&idx) {
+                    Some(b) => {
+                        let mem = b.mem();
+                        Some((b.into_dirty(|| Ok(Vec::new()))?, mem))
+                    }
+                    None => None,
+                }
             } else {
-                let sequential = matches!(
-                    st.chunks.get(&idx),
-                    Some(Buffered::Dirty {
-                        sequential: true,
-                        ..
-                    })
-                );
                 self.take_dirty(ino, st, idx)?
-                    .map(|(data, mem)| (Ok(data), mem, sequential))
             };
             let (mut buf, mut sequential) = match taken {
-                Some((data, mem, sequential)) => {
+                Some((data, mem)) => {
                     added -= mem as i64;
-                    (data?, sequential)
+                    (data, was_sequential)
                 }
-                // A partial write into a stored chunk starts from its bytes (one
-                // chunk-map lookup; a hole reads as empty).
-                None if !whole => match self.chunk_bytes(ino, idx)? {
-                    base if base.is_empty() => (Vec::with_capacity(cs), true),
-                    base => (base, false),
-                },
+                // A partial write into a stored chunk starts from its bytes; a
+                // hole starts empty.
+                None if stored.is_some() => {
+                    let _gate = self.pool.inner.gate.read_recursive();
+                    (self.bytes_of(stored.as_ref())?, false)
+                }
                 None => (Vec::with_capacity(cs), true),
             };
             if whole {

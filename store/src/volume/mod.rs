@@ -356,20 +356,19 @@ impl VolumeInner {
     /// The stored bytes of chunk `idx`, as a buffer to modify.
     fn chunk_bytes(&self, ino: Ino, idx: u64) -> Result<Vec<u8>> {
         let _gate = self.pool.inner.gate.read_recursive();
-        match self.chunk_ref(ino, idx)? {
+        self.bytes_of(self.chunk_ref(ino, idx)?.as_ref())
+    }
+
+    /// The bytes of a chunk-map entry (none for a hole), as a buffer to modify.
+    /// The caller holds the pool gate.
+    fn bytes_of(&self, cref: Option<&ChunkRef>) -> Result<Vec<u8>> {
+        match cref {
             Some(r) => {
                 let data = self.pool.inner.chunks.load(self.pool.engine(), &r.hash)?;
                 Ok(Arc::try_unwrap(data).unwrap_or_else(|shared| shared.to_vec()))
             }
             None => Ok(Vec::new()),
         }
-    }
-
-    /// Chunk `idx`'s stored bytes with a patch's extents applied.
-    fn patched(&self, ino: Ino, idx: u64, extents: &[(u32, Vec<u8>)]) -> Result<Vec<u8>> {
-        let mut data = self.chunk_bytes(ino, idx)?;
-        writeback::apply(&mut data, extents);
-        Ok(data)
     }
 
     /// Takes chunk `idx` out of the file's buffer as bytes to modify (a patch
@@ -413,6 +412,7 @@ impl VolumeInner {
             if len == 0 {
                 continue;
             }
+            let old = self.chunk_ref(ino, idx)?;
             let sealed = match buf {
                 Buffered::Sealed { data, sealed }
                     if data.len() == len
@@ -426,7 +426,8 @@ impl VolumeInner {
                 Buffered::Patch { extents } => {
                     // Merged here, one chunk at a time: a file with thousands of
                     // patches never holds all its chunks in memory at once.
-                    let mut data = self.patched(ino, idx, extents)?;
+                    let mut data = self.bytes_of(old.as_ref())?;
+                    writeback::apply(&mut data, extents);
                     data.resize(len, 0);
                     self.seal(&data)?
                 }
@@ -442,7 +443,6 @@ impl VolumeInner {
                 }
             };
             let key = keys::triple(self.id, ino, idx);
-            let old = self.chunk_ref(ino, idx)?;
             match sealed {
                 Sealed::Hole => {
                     if let Some(old) = old {
@@ -670,27 +670,19 @@ impl VolumeInner {
                         self.name
                     )));
                 }
-                let mut buf = match self.take_dirty(ino, &mut st, idx)? {
-                    Some((data, mem)) => {
-                        self.account(-(mem as i64));
-                        data
-                    }
-                    None => self.chunk_bytes(ino, idx)?,
+                // In sequence order over the committed chunk: a patch, merged
+                // with the chunk when the file commits below.
+                let entry = st.chunks.entry(idx).or_insert_with(|| Buffered::Patch {
+                    extents: Vec::new(),
+                });
+                let Buffered::Patch { extents } = entry else {
+                    unreachable!("replay runs before any write buffers a chunk");
                 };
-                if buf.len() < at + bytes.len() {
-                    buf.resize(at + bytes.len(), 0);
-                }
-                buf[at..at + bytes.len()].copy_from_slice(bytes);
-                self.account(buf.len() as i64);
-                st.chunks.insert(
-                    idx,
-                    Buffered::Dirty {
-                        data: buf,
-                        sequential: false,
-                    },
-                );
+                writeback::patch(extents, at as u32, bytes);
                 st.journal.logged.push((idx, seq));
             }
+            let mem: usize = st.chunks.values().map(|b| b.mem()).sum();
+            self.account(mem as i64);
             self.commit_file(ino, &mut st, Batch::default())?;
             self.retire(ino, &mut st);
         }
